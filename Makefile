@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with Python 3.11+:
+#   make demo   set up, then fetch the bundled sample feeds, sync the sample subscribers
+#               and write the digests to outbox/ (open outbox/index.html)
+#   make test   set up, then run ruff, mypy and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= examples/newsletter.toml
+PYTEST_ARGS ?=
+N ?=
+
+.PHONY: demo test lint pytest bench clean venv
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/newsletter --config $(CONFIG) db upgrade
+	$(BIN)/newsletter --config $(CONFIG) fetch
+	$(BIN)/newsletter --config $(CONFIG) status
+
+lint: venv
+	$(BIN)/ruff check newsletter tests benchmarks
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+test: lint pytest
+
+clean:
+	rm -rf $(VENV) outbox newsletter.db newsletter.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Command line (click). The only place that prints or exits.
+
+The core raises :class:`~newsletter.errors.NewsletterError`; :func:`main` turns it into
+one line on stderr and the error's exit code (2 for configuration), never a traceback
+unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from newsletter import __version__
+from newsletter.cli.context import AppContext
+from newsletter.errors import NewsletterError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="NEWSLETTER_CONFIG",
+    help="Config file (default: ./newsletter.toml).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(__version__, prog_name="newsletter")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -> None:
+    """Personalised research digests: feeds in, keyword-matched emails out."""
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not debug:
+        # Third-party chatter (premailer's CSS warnings, apscheduler's per-job lines)
+        # is noise to an operator.
+        for name in ("apscheduler", "premailer", "CSSUTILS", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    ctx.obj = AppContext(config_path=config_path, debug=debug, quiet=quiet)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _register() -> None:
+    # Each command module owns one area; they are registered here so ``cli`` stays the
+    # single entry point.
+    from newsletter.cli import db_cmds
+
+    for module in (db_cmds,):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: one clear line and a non-zero exit for expected errors."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        return cli.main(args=argv, prog_name="newsletter", standalone_mode=False)
+    except NewsletterError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)

@@ -1,0 +1,415 @@
+"""Settings: built-in defaults, then the TOML file, then ``NEWSLETTER_*`` variables.
+
+Built once by :func:`load_settings` and passed down; nothing reads a global. Tests build
+their own with :func:`settings_from_mapping`, the way Flask's ``create_app`` takes a
+``test_config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from newsletter.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "newsletter.toml"
+ENV_PREFIX = "NEWSLETTER_"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def bundled_dir(name: str) -> Path:
+    """A directory shipped with the program: inside the wheel, or at the checkout's root."""
+    for candidate in (PACKAGE_DIR / "_bundled" / name, PACKAGE_DIR.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"bundled directory {name!r} is missing from this installation")
+
+
+def _alias(name: str) -> dict[str, str]:
+    return {"toml": name}
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = "sqlite:///newsletter.db"
+    echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NewsletterSettings:
+    subscribers_dir: Path = Path("subscribers")
+    templates_dir: Path | None = None  # None: the bundled templates only
+    outbox_dir: Path = Path("outbox")
+    from_addr: str = field(default="Research Digest <digest@localhost>", metadata=_alias("from"))
+    reply_to: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    list_name: str = "Research Digest"
+    list_id: str = "digest.localhost"
+    unsubscribe_mailto: str = ""  # e.g. unsubscribe@example.org; empty: no mailto fallback
+    delivery: Literal["preview", "smtp"] = "preview"
+    max_items: int = 10
+    send_time: str = "07:00"
+    timezone: str = "UTC"
+    send_empty: bool = False
+    fetch_every_minutes: int = 60
+    secret_key_env: str = "NEWSLETTER_SECRET_KEY"
+    batch_size: int = 500
+    max_email_bytes: int = 90_000  # Gmail clips at ~102 KB; leave room for headers
+
+    @property
+    def default_send_time(self) -> time:
+        return time.fromisoformat(self.send_time)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    timeout_seconds: float = 20.0
+    user_agent: str = "newsletter/0.1 (self-hosted research digest; +https://example.invalid)"
+    max_bytes: int = 20_000_000
+    workers: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 25
+    ssl: bool = False  # implicit TLS (port 465)
+    starttls: bool = False
+    username: str = ""
+    password_env: str = ""  # name of the environment variable holding the password
+    timeout_seconds: float = 30.0
+    verify_tls: bool = True
+    max_per_second: float = 0.0  # 0: no throttle
+    max_per_connection: int = 100
+    connections: int = 1
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class FeedSettings:
+    name: str
+    url: str  # http(s) URL, or an absolute local path (relative ones are resolved on load)
+    enabled: bool = True
+
+    @property
+    def is_remote(self) -> bool:
+        return self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    newsletter: NewsletterSettings = field(default_factory=NewsletterSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    feeds: tuple[FeedSettings, ...] = ()
+    config_path: Path | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def secret(self, env_name: str, env: Mapping[str, str] | None = None) -> str | None:
+        """The value of a secret named by a ``*_env`` key; secrets never sit in the file."""
+        if not env_name:
+            return None
+        return (os.environ if env is None else env).get(env_name) or None
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "database": DatabaseSettings,
+    "newsletter": NewsletterSettings,
+    "fetch": FetchSettings,
+    "smtp": SmtpSettings,
+    "web": WebSettings,
+}
+
+
+def _toml_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("toml", f.name))
+
+
+def _env_name(section: str, key: str) -> str:
+    # The [newsletter] section needs no second prefix: NEWSLETTER_OUTBOX_DIR, not
+    # NEWSLETTER_NEWSLETTER_OUTBOX_DIR.
+    if section == "newsletter":
+        return f"{ENV_PREFIX}{key.upper()}"
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def _type_label(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if tp is Path:
+        return "a path"
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, *, from_env: bool, where: str, key: str) -> Any:
+    """Check (or, for env strings, convert) one value against its annotation."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None or (from_env and value == ""):
+            return None
+        return _coerce(value, args[0], from_env=from_env, where=where, key=key)
+    expected = _type_label(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"expected {expected}, got {value!r}", path=where, key=key)
+        return value
+    if tp is bool:
+        if from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Path and isinstance(value, str) and value:
+        return Path(value)
+    raise ConfigError(f"expected {expected}, got {value!r}", path=where, key=key)
+
+
+def _build_section(
+    cls: type[Any], section: str, data: Mapping[str, Any], env: Mapping[str, str], where: str
+) -> Any:
+    hints = get_type_hints(cls)
+    by_toml = {_toml_name(f): f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(by_toml))
+    if unknown:
+        known = ", ".join(sorted(by_toml))
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} (expected one of: {known})",
+            path=where,
+            key=f"[{section}]",
+        )
+    kwargs: dict[str, Any] = {}
+    for toml_key, f in by_toml.items():
+        env_key = _env_name(section, toml_key)
+        if env_key in env:
+            kwargs[f.name] = _coerce(
+                env[env_key], hints[f.name], from_env=True, where="environment", key=env_key
+            )
+        elif toml_key in data:
+            kwargs[f.name] = _coerce(
+                data[toml_key],
+                hints[f.name],
+                from_env=False,
+                where=where,
+                key=f"{section}.{toml_key}",
+            )
+    return cls(**kwargs)
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    p = p.expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def _resolve_sqlite(url: str, base: Path, where: str) -> str:
+    """Make a relative SQLite path relative to the config file, not to the cwd."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise ConfigError(
+            f"not a valid SQLAlchemy URL: {url!r}", path=where, key="database.url"
+        ) from e
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:") or Path(db).is_absolute():
+        return url
+    return parsed.set(database=str(base / db)).render_as_string(hide_password=False)
+
+
+def _validate(s: Settings, where: str) -> None:
+    n = s.newsletter
+    try:
+        time.fromisoformat(n.send_time)
+    except ValueError as e:
+        raise ConfigError(
+            f'expected a time like "07:30", got {n.send_time!r}',
+            path=where,
+            key="newsletter.send_time",
+        ) from e
+    try:
+        ZoneInfo(n.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ConfigError(
+            f"unknown timezone {n.timezone!r} (expected an IANA name like Europe/Berlin)",
+            path=where,
+            key="newsletter.timezone",
+        ) from e
+    if not n.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"expected an http(s):// URL, got {n.base_url!r}", path=where, key="newsletter.base_url"
+        )
+    positives = {
+        "newsletter.max_items": n.max_items,
+        "newsletter.fetch_every_minutes": n.fetch_every_minutes,
+        "newsletter.batch_size": n.batch_size,
+        "newsletter.max_email_bytes": n.max_email_bytes,
+        "smtp.max_per_connection": s.smtp.max_per_connection,
+        "smtp.connections": s.smtp.connections,
+        "smtp.max_attempts": s.smtp.max_attempts,
+        "fetch.workers": s.fetch.workers,
+    }
+    for key, value in positives.items():
+        if value < 1:
+            raise ConfigError(f"expected a positive number, got {value!r}", path=where, key=key)
+    if s.smtp.ssl and s.smtp.starttls:
+        raise ConfigError(
+            "ssl and starttls are exclusive: ssl is implicit TLS (port 465), starttls upgrades "
+            "a plain connection (port 587)",
+            path=where,
+            key="smtp.ssl",
+        )
+    names = [f.name for f in s.feeds]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"duplicate feed name {dupes[0]!r}", path=where, key="feeds.name")
+
+
+def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("expected an array of tables [[feeds]]", path=where, key="feeds")
+    feeds: list[FeedSettings] = []
+    allowed = {"name", "url", "enabled"}
+    for i, item in enumerate(raw, start=1):
+        key = f"feeds[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError("expected a table with name and url", path=where, key=key)
+        unknown = sorted(set(item) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r} (expected one of: enabled, name, url)",
+                path=where,
+                key=key,
+            )
+        for req in ("name", "url"):
+            if not isinstance(item.get(req), str) or not item[req].strip():
+                raise ConfigError("expected a non-empty string", path=where, key=f"{key}.{req}")
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(
+                f"expected true or false, got {enabled!r}", path=where, key=f"{key}.enabled"
+            )
+        url = item["url"].strip()
+        if "://" in url and not url.startswith(("http://", "https://", "file://")):
+            raise ConfigError(
+                f"expected an http(s):// URL or a file path, got {url!r}",
+                path=where,
+                key=f"{key}.url",
+            )
+        if url.startswith("file://"):
+            url = url[len("file://") :]
+        if not url.startswith(("http://", "https://")):
+            url = str(_resolve(base, Path(url)))
+        feeds.append(FeedSettings(name=item["name"].strip(), url=url, enabled=enabled))
+    return tuple(feeds)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    config_path: Path | None = None,
+) -> Settings:
+    """Build settings from an already-parsed TOML mapping (tests pass their own)."""
+    base = (base_dir or Path.cwd()).resolve()
+    env = {} if env is None else env
+    where = str(config_path) if config_path else "<config>"
+    unknown = sorted(set(data) - set(_SECTIONS) - {"feeds"})
+    if unknown:
+        known = ", ".join([*sorted(_SECTIONS), "feeds"])
+        raise ConfigError(f"unknown section {unknown[0]!r} (expected one of: {known})", path=where)
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a table", path=where, key=f"[{name}]")
+        sections[name] = _build_section(cls, name, raw, env, where)
+    nl: NewsletterSettings = sections["newsletter"]
+    sections["newsletter"] = dataclasses.replace(
+        nl,
+        subscribers_dir=_resolve(base, nl.subscribers_dir),
+        templates_dir=_resolve(base, nl.templates_dir) if nl.templates_dir else None,
+        outbox_dir=_resolve(base, nl.outbox_dir),
+    )
+    db: DatabaseSettings = sections["database"]
+    sections["database"] = dataclasses.replace(db, url=_resolve_sqlite(db.url, base, where))
+    settings = Settings(
+        **sections,
+        feeds=_build_feeds(data.get("feeds"), base, where),
+        config_path=config_path,
+        base_dir=base,
+    )
+    _validate(settings, where)
+    return settings
+
+
+def load_settings(
+    path: str | Path | None = None, *, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings once for a process: defaults, then the file, then the environment.
+
+    ``path`` (``--config``) or ``NEWSLETTER_CONFIG`` names the file; a named file must
+    exist. Without either, ``./newsletter.toml`` is used if present, else defaults only.
+    """
+    env = dict(os.environ) if env is None else dict(env)
+    explicit = path or env.get(f"{ENV_PREFIX}CONFIG")
+    cfg_path = Path(explicit).expanduser() if explicit else Path(DEFAULT_CONFIG_NAME)
+    if not cfg_path.exists():
+        if explicit:
+            raise ConfigError("config file not found", path=str(cfg_path))
+        return settings_from_mapping({}, base_dir=Path.cwd(), env=env)
+    cfg_path = cfg_path.resolve()
+    try:
+        data = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}", path=str(cfg_path)) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read: {e}", path=str(cfg_path)) from e
+    return settings_from_mapping(data, base_dir=cfg_path.parent, env=env, config_path=cfg_path)

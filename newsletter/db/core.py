@@ -1,0 +1,109 @@
+"""Engine, sessions and Alembic migrations, for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from newsletter.errors import DatabaseError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets a reader (status, preview) run beside a sender; busy_timeout makes a
+    # second process wait for the write lock instead of failing at once.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock at BEGIN: a read-then-write transaction that upgrades later
+    # can deadlock with another writer and fail with "database is locked".
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def connect(url: str, *, echo: bool = False, migrate: bool = True) -> Engine:
+    """Create the engine for ``url``; create or upgrade the schema unless told not to."""
+    try:
+        parsed = make_url(url)
+    except Exception as e:  # ArgumentError, ValueError: both mean a bad URL
+        raise DatabaseError(f"invalid database URL {url!r}: {e}") from e
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite:
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30, "isolation_level": None}
+    else:
+        kwargs["pool_pre_ping"] = True
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (SQLAlchemyError, ImportError) as e:
+        raise DatabaseError(f"cannot use database {parsed!r}: {e}") from e
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+    if migrate:
+        ensure_schema(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as e:
+        raise DatabaseError(f"cannot read the schema version: {e}") from e
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (``newsletter db upgrade``)."""
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except SQLAlchemyError as e:
+        raise DatabaseError(f"migration failed on {engine.url!r}: {e}") from e
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create or upgrade the schema on first use; cheap when already at head."""
+    if current_revision(engine) != head_revision():
+        upgrade(engine)
