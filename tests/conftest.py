@@ -13,6 +13,9 @@ from sqlalchemy.engine import make_url
 
 from newsletter.db import connect
 
+# Fixture modules of each area (tests/support/*.py); add yours here.
+pytest_plugins: list[str] = []
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
