@@ -14,7 +14,9 @@ from sqlalchemy.engine import make_url
 from newsletter.db import connect
 
 # Fixture modules of each area (tests/support/*.py); add yours here.
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.support.http",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 import click
 
@@ -46,9 +45,9 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -
 def _register() -> None:
     # Each command module owns one area; they are registered here so ``cli`` stays the
     # single entry point.
-    from newsletter.cli import db_cmds
+    from newsletter.cli import db_cmds, feeds_cmds
 
-    for module in (db_cmds,):
+    for module in (db_cmds, feeds_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 
@@ -56,11 +55,15 @@ def _register() -> None:
 _register()
 
 
-def main(argv: list[str] | None = None) -> Any:
-    """Console entry point: one clear line and a non-zero exit for expected errors."""
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: one clear line and a non-zero exit for expected errors.
+
+    Returns the exit code (``ctx.exit(n)`` in a command); the console script and
+    ``python -m newsletter`` pass it to ``sys.exit``.
+    """
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        return cli.main(args=argv, prog_name="newsletter", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="newsletter", standalone_mode=False)
     except NewsletterError as e:
         if debug:
             raise
@@ -74,3 +77,5 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    # With standalone_mode=False click returns ctx.exit()'s code, else the command's value.
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,446 @@
+"""Fetch, parse and normalise feeds: bytes in, :class:`ParsedEntry` values out.
+
+feedparser reads every dialect (RSS 0.9x/1.0/2.0, Atom, RDF) and sanitises HTML; this
+module turns its loose dictionaries into plain text, UTC times and a stable dedupe key,
+so the database and the matcher never see markup or feed-specific shapes.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import io
+import logging
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import feedparser
+
+from newsletter.config import FetchSettings
+from newsletter.domain import ParsedEntry
+from newsletter.errors import FeedError
+from newsletter.feeds_http import Download, download
+
+log = logging.getLogger(__name__)
+
+HF_NS = "https://huggingface.co/papers#"
+ARXIV_NS = "http://arxiv.org/schemas/atom"
+# Extension elements kept in ``extra``: namespace -> local names. feedparser names them
+# ``<prefix>_<local>`` after whatever prefix the document declared, so the prefix is
+# looked up per feed rather than assumed.
+EXTENSIONS: Mapping[str, tuple[str, ...]] = {
+    HF_NS: ("upvotes", "authors"),
+    ARXIV_NS: ("announce_type",),
+}
+EXTRA_PREFIX = {HF_NS: "hf", ARXIV_NS: "arxiv"}
+
+MAX_KEY = 512  # entries.dedupe_key
+MAX_GUID = 1024  # entry_sources.guid
+TITLE_FALLBACK_CHARS = 120
+
+_ARXIV_ID = r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?"
+_ARXIV_RE = re.compile(
+    r"(?:arxiv\.org/(?:abs|pdf|html|format)/|arxiv(?:\.org)?:|huggingface\.co/papers/)"
+    + _ARXIV_ID
+    + r"(?![\d.])",
+    re.IGNORECASE,
+)
+# arXiv's own RSS prefixes every description with this line.
+_ARXIV_PREFIX_RE = re.compile(
+    r"^\s*arXiv:\S+\s+Announce Type:\s*(?P<type>[\w-]+)\s+Abstract:\s*", re.IGNORECASE
+)
+_TRACKING = ("utm_", "mc_", "_hs")
+_TRACKING_EXACT = frozenset({"fbclid", "gclid", "dclid", "msclkid", "yclid", "igshid", "ref_src"})
+_CONTROL = {c: None for c in range(0x20) if chr(c) not in "\t\n\r"} | {0x7F: None}
+_CONTROL.update({c: None for c in range(0x80, 0xA0)})
+_DROP_TAGS = frozenset({"script", "style", "template", "noscript", "head", "title"})
+_BREAK_TAGS = frozenset(
+    {
+        "p", "br", "div", "li", "ul", "ol", "tr", "td", "th", "table", "blockquote", "pre",
+        "h1", "h2", "h3", "h4", "h5", "h6", "hr", "section", "article", "dd", "dt",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """A parsed document: its entries and feedparser's verdict on well-formedness."""
+
+    entries: tuple[ParsedEntry, ...]
+    version: str = ""  # feedparser's name for the dialect, e.g. "atom10", "rss20"
+    bozo: bool = False
+    bozo_message: str | None = None
+    skipped: int = 0  # entries with nothing to show (no title, summary or link)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedFetch:
+    """One feed fetched and parsed: what the pipeline stores and records."""
+
+    download: Download
+    parsed: ParsedFeed | None = None  # None for 304 and 410
+    warning: str | None = None  # a malformed feed that still yielded entries
+    status: Literal["ok", "warning", "not-modified", "gone"] = "ok"
+
+    @property
+    def entries(self) -> tuple[ParsedEntry, ...]:
+        return self.parsed.entries if self.parsed else ()
+
+
+def fetch_feed(
+    url: str,
+    settings: FetchSettings,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    now: datetime | None = None,
+) -> FeedFetch:
+    """Download and parse one feed; raise :class:`FeedError` when it yields nothing usable."""
+    now = now or datetime.now(UTC)
+    got = download(url, settings, etag=etag, last_modified=last_modified)
+    if got.status != "ok":
+        return FeedFetch(download=got, status=got.status)
+    remote = got.http_status is not None
+    parsed = parse_feed(
+        got.body, headers=got.headers if remote else None, base_url=got.final_url, now=now
+    )
+    if not parsed.entries and (parsed.bozo or not parsed.version):
+        raise FeedError(
+            f"not a feed: {parsed.bozo_message or 'no feed format recognised'}", url=url
+        )
+    if parsed.bozo:
+        warning = f"malformed feed, {len(parsed.entries)} entries read: {parsed.bozo_message}"
+        log.warning("%s: %s", url, warning)
+        return FeedFetch(download=got, parsed=parsed, warning=warning, status="warning")
+    return FeedFetch(download=got, parsed=parsed)
+
+
+def parse_feed(
+    data: bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
+    base_url: str = "",
+    now: datetime | None = None,
+) -> ParsedFeed:
+    """Parse a document with feedparser and normalise its entries.
+
+    Never raises for bad input: feedparser reports problems as ``bozo``, and an entry
+    that cannot be normalised is skipped and logged.
+    """
+    now = now or datetime.now(UTC)
+    # HTTP headers only for HTTP: given any, feedparser insists on a Content-Type, which a
+    # local file does not have. content-location is the base for relative links.
+    response_headers = None
+    if headers is not None:
+        response_headers = dict(headers)
+        if base_url:
+            response_headers.setdefault("content-location", base_url)
+    # A BytesIO, never the bytes themselves: feedparser treats a string that looks like
+    # a URL or a path as something to open.
+    d = feedparser.parse(io.BytesIO(data), response_headers=response_headers)
+    prefixes = _extension_prefixes(d.get("namespaces"))
+    entries: list[ParsedEntry] = []
+    skipped = 0
+    for raw in d.get("entries") or ():
+        try:
+            entry = normalise_entry(raw, now=now, prefixes=prefixes)
+        except Exception as e:  # one odd entry must not lose the others
+            log.warning("%s: skipping an entry that could not be read: %r", base_url, e)
+            entry = None
+        if entry is None:
+            skipped += 1
+        else:
+            entries.append(entry)
+    bozo_exc = d.get("bozo_exception")
+    # A feed served as text/plain or text/html parses fine; the operator cannot fix
+    # someone else's server, so that alone is not worth a warning.
+    bozo = bool(d.get("bozo")) and not isinstance(bozo_exc, feedparser.NonXMLContentType)
+    if skipped:
+        log.debug("%s: %d entries without title, summary or link skipped", base_url, skipped)
+    return ParsedFeed(
+        entries=tuple(entries),
+        version=str(d.get("version") or ""),
+        bozo=bozo,
+        bozo_message=_describe(bozo_exc) if bozo else None,
+        skipped=skipped,
+    )
+
+
+def _describe(exc: object) -> str:
+    text = clean_text(str(exc)) or type(exc).__name__
+    return text[:300]
+
+
+def _extension_prefixes(namespaces: object) -> dict[str, str]:
+    """feedparser key prefix -> our prefix, for the extension namespaces we keep."""
+    out: dict[str, str] = {}
+    if isinstance(namespaces, Mapping):
+        for prefix, uri in namespaces.items():
+            if isinstance(prefix, str) and prefix and uri in EXTENSIONS:
+                out[prefix.lower()] = uri
+    for uri, ours in EXTRA_PREFIX.items():
+        out.setdefault(ours, uri)
+    return out
+
+
+# -- normalisation -------------------------------------------------------------------
+
+
+def normalise_entry(
+    raw: Mapping[str, Any], *, now: datetime, prefixes: Mapping[str, str] | None = None
+) -> ParsedEntry | None:
+    """One feedparser entry as plain text; ``None`` when it has nothing to show."""
+    title = _detail_text(raw, "title")
+    summary = _summary(raw)
+    extra: dict[str, str] = {}
+    arxiv_prefix = _ARXIV_PREFIX_RE.match(summary)
+    if arxiv_prefix:
+        summary = summary[arxiv_prefix.end() :]
+        extra["arxiv:announce_type"] = arxiv_prefix.group("type").lower()
+    link = _link(raw)
+    if not (title or summary or link):
+        return None
+    if not title:
+        title = _shorten(summary, TITLE_FALLBACK_CHARS) or link
+    extra.update(_extensions(raw, prefixes or _extension_prefixes(None)))
+    raw_id = clean_text(_str(raw.get("id")))
+    guid = raw_id or link or "title:" + _digest(normalise_title(title) + "\n" + summary)
+    return ParsedEntry(
+        guid=_fit(guid, MAX_GUID),
+        dedupe_key=dedupe_key(guid=guid, link=link, title=title),
+        title=title,
+        summary=summary,
+        link=link,
+        authors=_authors(raw),
+        categories=_categories(raw),
+        published=_published(raw, now),
+        extra=extra,
+    )
+
+
+def clean_text(value: object) -> str:
+    """Collapse whitespace and drop control characters (they break headers and PostgreSQL)."""
+    if not isinstance(value, str):
+        return ""
+    return " ".join(value.translate(_CONTROL).split())
+
+
+def html_to_text(value: str) -> str:
+    """Visible text of an HTML fragment: tags stripped, entities decoded, scripts dropped."""
+    if "<" not in value and "&" not in value:
+        return clean_text(value)
+    parser = _TextExtractor()
+    try:
+        parser.feed(value)
+        parser.close()
+    except Exception:  # html.parser is lenient, but a pathological input must not escape
+        log.debug("html.parser gave up; keeping what it read", exc_info=True)
+    return clean_text("".join(parser.parts))
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _DROP_TAGS:
+            self._skip += 1
+        elif tag in _BREAK_TAGS:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BREAK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _DROP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _BREAK_TAGS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _detail_text(raw: Mapping[str, Any], key: str) -> str:
+    """A text construct as plain text, stripping markup only when it is markup."""
+    value = _str(raw.get(key))
+    detail = raw.get(f"{key}_detail")
+    ctype = _str(detail.get("type")) if isinstance(detail, Mapping) else ""
+    return _as_text(value, ctype)
+
+
+def _as_text(value: str, ctype: str) -> str:
+    if not value:
+        return ""
+    # Plain text stays as written: "a <T> template" is not a tag.
+    if ctype == "text/plain":
+        return clean_text(value)
+    return html_to_text(value)
+
+
+def _summary(raw: Mapping[str, Any]) -> str:
+    text = _detail_text(raw, "summary")
+    if text:
+        return text
+    for content in raw.get("content") or ():
+        if isinstance(content, Mapping):
+            text = _as_text(_str(content.get("value")), _str(content.get("type")))
+            if text:
+                return text
+    return ""
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def _link(raw: Mapping[str, Any]) -> str:
+    link = _str(raw.get("link")).strip()
+    if not link:
+        for item in raw.get("links") or ():
+            if isinstance(item, Mapping) and item.get("rel", "alternate") == "alternate":
+                link = _str(item.get("href")).strip()
+                if link:
+                    break
+    if not link and raw.get("guidislink"):
+        link = _str(raw.get("id")).strip()
+    link = clean_text(link).replace(" ", "%20")
+    return link if urlsplit(link).scheme in ("http", "https") else ""
+
+
+def _authors(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    names: list[str] = []
+    for item in raw.get("authors") or ():
+        if isinstance(item, Mapping):
+            names.append(html_to_text(_str(item.get("name")) or _str(item.get("email"))))
+    if not names:
+        names.append(html_to_text(_str(raw.get("author"))))
+    names = [n for n in names if n]
+    if len(names) == 1:
+        names = split_author_list(names[0])
+    return tuple(dict.fromkeys(names))
+
+
+def split_author_list(text: str) -> list[str]:
+    """Split "Ada Lovelace, Charles Babbage and Alan Turing" (arXiv's dc:creator).
+
+    "Lovelace, Ada" stays one name: a comma splits only when every part is a full name.
+    """
+    parts = [p.strip() for p in re.split(r",|;|\band\b|&", text)]
+    parts = [p for p in parts if p]
+    if len(parts) > 1 and all(" " in p for p in parts):
+        return parts
+    return [text] if text else []
+
+
+def _categories(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    out: list[str] = []
+    for tag in raw.get("tags") or ():
+        if isinstance(tag, Mapping):
+            term = html_to_text(_str(tag.get("term")) or _str(tag.get("label")))
+            if term:
+                out.append(term)
+    return tuple(dict.fromkeys(out))
+
+
+def _published(raw: Mapping[str, Any], now: datetime) -> datetime:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        # dict.get: FeedParserDict.get("updated_parsed") warns and aliases "published".
+        value = dict.get(raw, key) if isinstance(raw, dict) else raw.get(key)
+        if isinstance(value, tuple) and len(value) >= 6:
+            try:
+                return datetime.fromtimestamp(calendar.timegm(tuple(value)[:9]), UTC)
+            except (OverflowError, OSError, ValueError, TypeError):
+                continue
+    return now
+
+
+def _extensions(raw: Mapping[str, Any], prefixes: Mapping[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for prefix, uri in prefixes.items():
+        for local in EXTENSIONS[uri]:
+            value = clean_text(_str(raw.get(f"{prefix}_{local}")))
+            if value:
+                out[f"{EXTRA_PREFIX[uri]}:{local}"] = value
+    return out
+
+
+# -- dedupe keys ---------------------------------------------------------------------
+
+
+def arxiv_id(*texts: str) -> str | None:
+    """The arXiv identifier without its version, from an arXiv/HF URL or an oai id."""
+    for text in texts:
+        m = _ARXIV_RE.search(text or "")
+        if m:
+            return m.group("id").lower()
+    return None
+
+
+def canonical_link(url: str) -> str:
+    """A URL reduced to what identifies the page: no fragment, trackers or trailing slash.
+
+    http and https count as one; query parameters are sorted.
+    """
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme == "http":
+        scheme = "https"
+    host = (parts.hostname or "").lower().rstrip(".")
+    port = parts.port if parts.port not in (None, 80, 443) else None
+    netloc = f"{host}:{port}" if port else host
+    path = parts.path.rstrip("/")
+    query = sorted(
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not k.lower().startswith(_TRACKING) and k.lower() not in _TRACKING_EXACT
+    )
+    return urlunsplit((scheme, netloc, path, urlencode(query), ""))
+
+
+def normalise_title(title: str) -> str:
+    """Case, accents, punctuation and spacing removed: what two copies of a title share."""
+    decomposed = unicodedata.normalize("NFKD", title.casefold())
+    letters = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(re.sub(r"[\W_]+", " ", letters).split())
+
+
+def dedupe_key(*, guid: str, link: str, title: str) -> str:
+    """``arxiv:<id>``, else ``url:<canonical link>``, else ``title:<normalised title>``."""
+    found = arxiv_id(guid, link)
+    if found:
+        return f"arxiv:{found}"
+    if link:
+        return _fit("url:" + canonical_link(link), MAX_KEY)
+    norm = normalise_title(title)
+    if norm:
+        return _fit("title:" + norm, MAX_KEY)
+    return _fit("guid:" + guid, MAX_KEY)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _fit(value: str, limit: int) -> str:
+    """Keep keys within their column: a long one becomes its prefix plus a hash."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - 34] + "#" + _digest(value)
