@@ -62,7 +62,7 @@ class Keyword:
 class Profile:
     """A validated subscriber profile (from YAML, or loaded back from the database)."""
 
-    email: str  # normalised: stripped, domain lower-cased
+    email: str  # normalised: stripped and lower-cased (profiles.normalise_email)
     keywords: tuple[Keyword, ...]
     name: str | None = None
     exclude: tuple[Keyword, ...] = ()

@@ -1,0 +1,335 @@
+"""Subscribers: the bulk sync from YAML profiles, and loading profiles back.
+
+A sync reads every subscriber once, then inserts, updates and deactivates in bulk
+(a handful of statements for 10,000 profiles). It never touches ``suppressions``:
+an unsubscribe always wins over ``active: true`` in YAML. Whether mail may go out is
+"effectively active": active in YAML, its profile still present, and not suppressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any, Literal, TypeVar, cast, get_args
+
+from sqlalchemy import ColumnElement, exists, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.domain import FIELDS, Field, Frequency, Keyword, Profile
+from newsletter.errors import DatabaseError
+from newsletter.models import Subscriber, Suppression
+
+CHUNK = 500  # bound parameters per IN (...) list
+
+Status = Literal["active", "inactive", "deleted", "unsubscribed"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# -- stored form -----------------------------------------------------------------------
+
+
+def _keyword_json(kw: Keyword, *, with_weight: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"term": kw.term}
+    if with_weight:
+        out["weight"] = kw.weight
+    out["exact"] = kw.exact
+    out["field"] = kw.field
+    return out
+
+
+def profile_row(profile: Profile) -> dict[str, Any]:
+    """The ``subscribers`` columns of a profile, with the hash that detects edits."""
+    row: dict[str, Any] = {
+        "email": profile.email,
+        "name": profile.name,
+        "profile": {
+            "keywords": [_keyword_json(k, with_weight=True) for k in profile.keywords],
+            "exclude": [_keyword_json(k, with_weight=False) for k in profile.exclude],
+        },
+        "frequency": profile.frequency,
+        "weekday": profile.weekday,
+        "send_time": profile.send_time.strftime("%H:%M") if profile.send_time else None,
+        "timezone": profile.timezone,
+        "max_items": profile.max_items,
+        "active": profile.active,
+        "source_file": profile.source,
+    }
+    canonical = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    row["source_hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+    return row
+
+
+def _keywords_from_json(items: Any, *, with_weight: bool) -> tuple[Keyword, ...]:
+    """Keywords of a stored profile; strings and mappings alike (the YAML shapes)."""
+    out: list[Keyword] = []
+    for item in items or ():
+        if isinstance(item, str):
+            if item.strip():
+                out.append(Keyword(item.strip()))
+            continue
+        if not isinstance(item, Mapping) or not str(item.get("term") or "").strip():
+            continue
+        field_name = item.get("field")
+        weight = item.get("weight", 1.0) if with_weight else 1.0
+        out.append(
+            Keyword(
+                term=str(item["term"]).strip(),
+                weight=float(weight) if isinstance(weight, int | float) else 1.0,
+                exact=bool(item.get("exact", False)),
+                field=cast(Field, field_name) if field_name in FIELDS else None,
+            )
+        )
+    return tuple(out)
+
+
+def _to_profile(sub: Subscriber) -> Profile:
+    data = sub.profile or {}
+    try:
+        send_time = time.fromisoformat(sub.send_time) if sub.send_time else None
+    except ValueError as e:
+        raise DatabaseError(
+            f"subscriber {sub.email}: stored send_time {sub.send_time!r} is not HH:MM"
+        ) from e
+    return Profile(
+        email=sub.email,
+        keywords=_keywords_from_json(data.get("keywords"), with_weight=True),
+        name=sub.name,
+        exclude=_keywords_from_json(data.get("exclude"), with_weight=False),
+        max_items=sub.max_items,
+        frequency=cast(Frequency, sub.frequency if sub.frequency == "weekly" else "daily"),
+        weekday=sub.weekday,
+        send_time=send_time,
+        timezone=sub.timezone,
+        active=sub.active,
+        source=sub.source_file,
+    )
+
+
+# -- sync ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What a sync did, by address."""
+
+    created: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()  # includes those brought back after their file returned
+    deactivated: tuple[str, ...] = ()  # profile gone: inactive, row and history kept
+    unchanged: int = 0
+    held: tuple[str, ...] = ()  # invalid somewhere: left exactly as they were
+    suppressed: tuple[str, ...] = ()  # active in YAML but unsubscribed: they stay so
+
+    @property
+    def changed(self) -> int:
+        return len(self.created) + len(self.updated) + len(self.deactivated)
+
+
+def sync_subscribers(
+    session: Session,
+    profiles: Sequence[Profile],
+    *,
+    now: datetime,
+    keep_files: Collection[str] = (),
+    keep_emails: Collection[str] = (),
+) -> SyncResult:
+    """Make ``subscribers`` follow ``profiles`` (all valid profiles of the directory).
+
+    New addresses are created, edited profiles updated (unchanged ones skipped by
+    hash), and subscribers whose profile is gone are deactivated with ``deleted_at``
+    set. Left exactly as they are: addresses in ``keep_emails`` (their profile is
+    invalid or duplicated) and subscribers that came from a file in ``keep_files``
+    (it failed to read, so we cannot tell who is still in it). Idempotent.
+    """
+    rows = [profile_row(p) for p in profiles]
+    by_email = {r["email"]: r for r in rows}
+    if len(by_email) != len(rows):
+        raise ValueError("duplicate addresses in the profiles to sync")
+    keep_emails = set(keep_emails) - set(by_email)
+    keep_files = set(keep_files)
+
+    existing = session.execute(
+        select(
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.source_hash,
+            Subscriber.source_file,
+            Subscriber.deleted_at,
+        )
+    ).all()
+    known: dict[str, int] = {}
+    to_update: list[dict[str, Any]] = []
+    to_deactivate: list[int] = []
+    updated: list[str] = []
+    deactivated: list[str] = []
+    unchanged = 0
+    for sid, email, digest, source, deleted_at in existing:
+        known[email] = sid
+        row = by_email.get(email)
+        if row is None:
+            if deleted_at is None and email not in keep_emails and source not in keep_files:
+                to_deactivate.append(sid)
+                deactivated.append(email)
+            continue
+        if digest == row["source_hash"] and deleted_at is None:
+            unchanged += 1
+            continue
+        to_update.append({**row, "id": sid, "deleted_at": None, "updated_at": now})
+        updated.append(email)
+    to_insert = [
+        {**r, "created_at": now, "updated_at": now} for r in rows if r["email"] not in known
+    ]
+
+    if to_insert:
+        session.execute(insert(Subscriber), to_insert)
+    if to_update:
+        session.execute(update(Subscriber), to_update)
+    for chunk in _chunks(to_deactivate):
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.id.in_(chunk))
+            .values(active=False, deleted_at=now, updated_at=now, source_hash=None)
+        )
+    wanted_active = [r["email"] for r in rows if r["active"]]
+    suppressed = sorted(_suppressed_among(session, wanted_active))
+    return SyncResult(
+        created=tuple(r["email"] for r in to_insert),
+        updated=tuple(updated),
+        deactivated=tuple(deactivated),
+        unchanged=unchanged,
+        held=tuple(sorted(keep_emails & set(known))),
+        suppressed=tuple(suppressed),
+    )
+
+
+def _suppressed_among(session: Session, emails: Sequence[str]) -> set[str]:
+    """Which of these addresses are unsubscribed: one query, driven by the (short)
+    suppression list."""
+    by_email = select(Subscriber.email).join(Suppression, Suppression.email == Subscriber.email)
+    by_id = select(Subscriber.email).join(Suppression, Suppression.subscriber_id == Subscriber.id)
+    return set(session.scalars(by_email.union(by_id))) & set(emails)
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _is_suppressed() -> ColumnElement[bool]:
+    """The subscriber is on the suppression list, by address or by id.
+
+    Two EXISTS rather than one with OR, so each uses its index.
+    """
+    return or_(
+        exists().where(Suppression.email == Subscriber.email),
+        exists().where(Suppression.subscriber_id == Subscriber.id),
+    )
+
+
+def _effectively_active() -> list[ColumnElement[bool]]:
+    return [Subscriber.active.is_(True), Subscriber.deleted_at.is_(None), ~_is_suppressed()]
+
+
+def active_subscriber_ids(session: Session) -> list[int]:
+    """Every subscriber mail may go to (active, profile present, not unsubscribed)."""
+    return list(
+        session.scalars(select(Subscriber.id).where(*_effectively_active()).order_by(Subscriber.id))
+    )
+
+
+def load_profiles(
+    session: Session, ids: Sequence[int], *, include_suppressed: bool = False
+) -> dict[int, Profile]:
+    """The profiles of a batch of subscribers, one query per 500 ids.
+
+    Unknown ids, and unsubscribed ones unless ``include_suppressed``, are left out.
+    """
+    out: dict[int, Profile] = {}
+    for chunk in _chunks(list(ids)):
+        stmt = select(Subscriber).where(Subscriber.id.in_(chunk))
+        if not include_suppressed:
+            stmt = stmt.where(~_is_suppressed())
+        for sub in session.scalars(stmt):
+            out[sub.id] = _to_profile(sub)
+    return out
+
+
+def is_suppressed(session: Session, subscriber_id: int) -> bool:
+    """True when this subscriber unsubscribed (by address or by id)."""
+    return bool(
+        session.scalar(
+            select(_is_suppressed()).select_from(Subscriber).where(Subscriber.id == subscriber_id)
+        )
+    )
+
+
+def subscriber_id(session: Session, email: str) -> int | None:
+    """The id of the subscriber with this address (compared stripped and lower-cased)."""
+    return session.scalar(select(Subscriber.id).where(Subscriber.email == email.strip().lower()))
+
+
+def token_versions(session: Session, ids: Sequence[int]) -> dict[int, int]:
+    """Each subscriber's unsubscribe-link version, in bulk."""
+    out: dict[int, int] = {}
+    for chunk in _chunks(list(ids)):
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.token_version).where(Subscriber.id.in_(chunk))
+        )
+        out.update({sid: version for sid, version in rows})
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberInfo:
+    """One line of ``newsletter subscribers list``."""
+
+    id: int
+    email: str
+    name: str | None
+    status: Status
+    frequency: str
+    keywords: int
+    source_file: str | None
+    updated_at: datetime
+
+
+def list_subscribers(
+    session: Session, *, include_deleted: bool = False, ids: Sequence[int] | None = None
+) -> list[SubscriberInfo]:
+    """Subscribers (all, or those of ``ids``) with their effective status, by address."""
+    stmt = select(Subscriber, _is_suppressed()).order_by(Subscriber.email)
+    if not include_deleted:
+        stmt = stmt.where(Subscriber.deleted_at.is_(None))
+    if ids is not None:
+        stmt = stmt.where(Subscriber.id.in_(list(ids)))
+    out: list[SubscriberInfo] = []
+    for sub, suppressed in session.execute(stmt):
+        status: Status
+        if suppressed:
+            status = "unsubscribed"
+        elif sub.deleted_at is not None:
+            status = "deleted"
+        elif not sub.active:
+            status = "inactive"
+        else:
+            status = "active"
+        out.append(
+            SubscriberInfo(
+                id=sub.id,
+                email=sub.email,
+                name=sub.name,
+                status=status,
+                frequency=sub.frequency,
+                keywords=len((sub.profile or {}).get("keywords") or ()),
+                source_file=sub.source_file,
+                updated_at=sub.updated_at,
+            )
+        )
+    return out

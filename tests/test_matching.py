@@ -1,0 +1,287 @@
+"""The matching rules, one by one, each with the cases that must not match.
+
+Every check runs through both the indexed :class:`Matcher` and ``reference_match``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from newsletter.domain import Article, Keyword, Match, Profile
+from newsletter.matching import FIELD_FACTORS, Matcher, field_text, reference_match
+from newsletter.profiles import read_profiles
+
+T0 = datetime(2026, 1, 9, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def art(
+    id: int = 1,
+    title: str = "",
+    summary: str = "",
+    *,
+    authors: tuple[str, ...] = (),
+    categories: tuple[str, ...] = (),
+    upvotes: int | None = None,
+    published: datetime = T0,
+) -> Article:
+    return Article(
+        id=id,
+        title=title,
+        summary=summary,
+        link=f"https://example.org/{id}",
+        authors=authors,
+        categories=categories,
+        published=published,
+        first_seen=T0,
+        upvotes=upvotes,
+    )
+
+
+def profile(*keywords: Keyword | str, exclude: tuple[Keyword | str, ...] = ()) -> Profile:
+    def k(x: Keyword | str) -> Keyword:
+        return x if isinstance(x, Keyword) else Keyword(x)
+
+    return Profile(
+        email="t@example.org",
+        keywords=tuple(k(x) for x in keywords),
+        exclude=tuple(k(x) for x in exclude),
+    )
+
+
+def run(articles: list[Article], p: Profile, **kw: object) -> list[Match]:
+    fast = Matcher(articles).match(p, **kw)  # type: ignore[arg-type]
+    assert fast == reference_match(articles, p, **kw)  # type: ignore[arg-type]
+    return fast
+
+
+def marked(keyword: Keyword | str, title: str) -> list[str]:
+    """The pieces of ``title`` the keyword highlights (empty: no match)."""
+    a = art(title=title)
+    return [title[s:e] for m in run([a], profile(keyword)) for h in m.hits for s, e in h.spans]
+
+
+# -- one rule each ---------------------------------------------------------------------
+
+
+def test_case_insensitive() -> None:
+    assert marked("rlhf", "Secrets of RLHF in LLMs") == ["RLHF"]
+    assert marked("Diffusion Model", "a DIFFUSION MODEL for video") == ["DIFFUSION MODEL"]
+
+
+def test_whole_words_only() -> None:
+    assert marked("RL", "Dual RL: a unification") == ["RL"]
+    assert marked("RL", "Fetch the URL and curl it") == []
+    assert marked("agent", "Reagents in chemistry") == []
+    assert marked("GAN", "Organic GANs") == ["GANs"]
+
+
+def test_phrase_words_must_be_consecutive_and_in_order() -> None:
+    assert marked("reward model", "A reward model for RLHF") == ["reward model"]
+    assert marked("reward model", "The reward of the model") == []
+    assert marked("reward model", "Model reward shaping") == []
+    assert marked("reward model", "Reward modelling at scale") == ["Reward modelling"]
+
+
+def test_inflections_match_through_stemming() -> None:
+    assert marked("optimization", "Optimizing NOTEARS objectives") == ["Optimizing"]
+    assert marked("optimization", "Policies optimized end to end") == ["optimized"]
+    assert marked("agents", "An agent that plans") == ["agent"]
+    assert marked("optimization", "Optical flow estimation") == []
+
+
+def test_exact_keywords_are_not_stemmed_but_still_fold_case_and_accents() -> None:
+    exact = Keyword("optimization", exact=True)
+    assert marked(exact, "Optimizing NOTEARS objectives") == []
+    assert marked(exact, "Bilevel OPTIMIZATION") == ["OPTIMIZATION"]
+    assert marked(Keyword("Schrodinger", exact=True), "The Schrödinger bridge") == ["Schrödinger"]
+
+
+def test_british_and_american_spellings_meet() -> None:
+    assert marked("optimisation", "Bilevel Optimization") == ["Optimization"]
+    assert marked("optimization", "Meta-Bayesian Optimisation") == ["Optimisation"]
+    assert marked("behaviour", "Behavioral cloning") == ["Behavioral"]
+    assert marked("analyze", "We analyse the loss") == ["analyse"]
+    assert marked("rise", "The rize of agents") == []  # short stems are left alone
+
+
+def test_hyphen_space_and_joined_forms_are_one() -> None:
+    titles = ["Multi-Objective GFlowNets", "Multi Objective GFlowNets", "Multiobjective GFlowNets"]
+    for keyword in ("multi-objective", "multi objective", "multiobjective"):
+        for title in titles:
+            assert marked(keyword, title) == [title.split(" G")[0]], (keyword, title)
+    assert marked("pretraining", "Efficient pre-training of LLMs") == ["pre-training"]
+    assert marked("pre-trained", "pretrained encoders") == ["pretrained"]
+
+
+def test_joining_needs_a_hyphen_or_two_real_words() -> None:
+    # Whitespace joins two words only when neither is a stop word: "in form" stays apart.
+    assert marked("inform", "Papers in form and content") == []
+    assert marked("inform", "Priors that in-form the policy") == ["in-form"]
+    # Words separated by other punctuation are never joined.
+    assert marked("multiobjective", "multi. Objective") == []
+
+
+def test_punctuation_between_the_words_of_a_phrase_is_ignored() -> None:
+    assert marked("language model", "Language-Model agents") == ["Language-Model"]
+    assert marked("gpt 4", "Evaluating GPT-4 and GPT4o") == ["GPT-4"]
+
+
+def test_accents_are_folded() -> None:
+    assert marked("Schrödinger", "The Schrodinger equation") == ["Schrodinger"]
+    assert marked("Schrodinger", "The Schrödinger equation") == ["Schrödinger"]
+    decomposed = unicodedata.normalize("NFD", "Naïve Bayes, revisited")
+    assert marked("naive bayes", decomposed) == [decomposed.split(",")[0]]
+
+
+def test_possessive_s_is_ignored() -> None:
+    assert marked("schrodinger equation", "Schrödinger's equation") == ["Schrödinger's equation"]
+
+
+def test_stop_word_only_keyword_never_matches() -> None:
+    assert marked("the of", "The theory of the of") == []
+    assert marked("the", "The theory") == []
+
+
+def test_field_restricts_the_keyword() -> None:
+    a = art(title="Diffusion policies", summary="We use a reward model.")
+    assert run([a], profile(Keyword("reward", field="title"))) == []
+    [m] = run([a], profile(Keyword("reward", field="abstract")))
+    assert m.matched == (("reward", "abstract"),)
+    b = art(title="x", authors=("Ada Lovelace",), categories=("cs.LG",))
+    assert [
+        h.field for m in run([b], profile(Keyword("Lovelace", field="author"))) for h in m.hits
+    ] == ["author"]
+    assert run([b], profile(Keyword("Lovelace", field="category"))) == []
+    assert run([b], profile(Keyword("cs.LG", field="category")))[0].matched == (
+        ("cs.LG", "category"),
+    )
+
+
+def test_exclude_removes_an_entry_outright() -> None:
+    survey = art(1, "A survey of RLHF", upvotes=99)
+    paper = art(2, "RLHF without tears")
+    assert [m.article.id for m in run([survey, paper], profile("RLHF", exclude=("survey",)))] == [2]
+    # The same rules apply: stems, joins, fields.
+    assert run([art(3, "Surveying RLHF")], profile("RLHF", exclude=("survey",))) == []
+    only_abstract = profile("RLHF", exclude=(Keyword("survey", field="abstract"),))
+    assert [m.article.id for m in run([survey], only_abstract)] == [1]
+
+
+def test_authors_and_categories_are_matched_one_name_at_a_time() -> None:
+    a = art(
+        title="x", authors=("Ada Lovelace", "Alan Turing"), categories=("cs.LG", "Machine Learning")
+    )
+    [m] = run([a], profile("Turing", "machine learning"))
+    assert field_text(a, "author") == "Ada Lovelace; Alan Turing"
+    hits = {(h.keyword, h.field): h.spans for h in m.hits}
+    assert hits == {("Turing", "author"): ((19, 25),), ("machine learning", "category"): ((7, 23),)}
+    # A phrase never runs from one name into the next.
+    assert run([a], profile("Lovelace Alan")) == []
+
+
+# -- score, order, explanation -----------------------------------------------------------
+
+
+def test_score_sums_weight_times_field_factor_over_the_fields_hit() -> None:
+    a = art(
+        title="RLHF for agents",
+        summary="We study RLHF and RLHF again.",
+        authors=("R. Lhf",),
+        categories=("RLHF",),
+    )
+    [m] = run([a], profile(Keyword("RLHF", weight=2), "agent"))
+    # Each keyword counts once per field, however often it occurs there.
+    assert m.score == 2 * (3 + 1 + 1.5) + 1 * 3
+    assert FIELD_FACTORS == {"title": 3.0, "abstract": 1.0, "author": 2.0, "category": 1.5}
+    assert [(h.keyword, h.field, h.weight) for h in m.hits] == [
+        ("RLHF", "title", 2.0),
+        ("RLHF", "abstract", 2.0),
+        ("RLHF", "category", 2.0),
+        ("agent", "title", 1.0),
+    ]
+
+
+def test_a_title_hit_outranks_an_abstract_hit() -> None:
+    in_title = art(1, "Bilevel optimization", "Nothing here.")
+    in_abstract = art(2, "Nothing here", "A bilevel optimization method.")
+    assert [
+        m.article.id for m in run([in_abstract, in_title], profile("bilevel optimization"))
+    ] == [1, 2]
+
+
+def test_ties_go_to_upvotes_then_recency_then_id() -> None:
+    day = timedelta(days=1)
+    articles = [
+        art(1, "RLHF", upvotes=None, published=T0),
+        art(2, "RLHF", upvotes=5, published=T0 - day),
+        art(3, "RLHF", upvotes=5, published=T0),
+        art(4, "RLHF", upvotes=0, published=T0),
+        art(5, "RLHF", upvotes=None, published=T0 + day),
+        art(6, "RLHF", upvotes=None, published=T0),
+    ]
+    assert [m.article.id for m in run(articles, profile("RLHF"))] == [3, 2, 4, 5, 1, 6]
+
+
+def test_spans_point_into_the_original_text_for_highlighting() -> None:
+    a = art(
+        title="Multi-Objective RL: Schrödinger's bridges",
+        summary="We revisit multi objective RL, and multiobjective RL.",
+    )
+    [m] = run([a], profile("multi-objective RL", "schrodinger bridge"))
+    texts = [(h.field, [field_text(a, h.field)[s:e] for s, e in h.spans]) for h in m.hits]
+    assert texts == [
+        ("title", ["Multi-Objective RL"]),
+        ("abstract", ["multi objective RL", "multiobjective RL"]),
+        ("title", ["Schrödinger's bridges"]),
+    ]
+
+
+def test_candidates_and_limit() -> None:
+    articles = [art(i, "RLHF", upvotes=i) for i in range(1, 6)]
+    p = profile("RLHF")
+    assert [m.article.id for m in run(articles, p, limit=2)] == [5, 4]
+    assert [m.article.id for m in run(articles, p, candidates={1, 3, 99})] == [3, 1]
+    assert run(articles, p, candidates=set()) == []
+    assert run(articles, p, limit=0) == []
+    assert len(run(articles, p)) == 5  # no limit by default
+
+
+def test_keywords_are_compiled_once_and_shared_across_profiles() -> None:
+    articles = [art(1, "RLHF and reward models"), art(2, "Diffusion")]
+    matcher = Matcher(articles)
+    first = matcher.match(profile("RLHF", "reward model"))
+    second = matcher.match(profile(Keyword("RLHF", weight=3), "diffusion"))
+    assert [m.score for m in first] == [6.0]
+    assert [(m.article.id, m.score) for m in second] == [(1, 9.0), (2, 3.0)]
+
+
+def test_duplicate_article_ids_are_refused() -> None:
+    with pytest.raises(ValueError, match="appears twice"):
+        Matcher([art(1), art(1)])
+
+
+def test_sample_profiles_on_the_sample_feeds_agree_with_the_reference() -> None:
+    """The bundled profiles hit the bundled feeds, and both implementations agree."""
+    articles: list[Article] = []
+    for path in sorted((ROOT / "examples" / "feeds").glob("*.atom")):
+        for e in feedparser.parse(str(path)).entries:
+            articles.append(
+                art(
+                    len(articles) + 1,
+                    e.title,
+                    e.get("summary", ""),
+                    upvotes=int(e.get("hf_upvotes", 0)),
+                )
+            )
+    loaded = read_profiles(ROOT / "subscribers")
+    matcher = Matcher(articles)
+    for p in loaded.profiles:
+        fast = matcher.match(p)
+        assert fast, f"{p.email} matches nothing in the sample feeds"
+        assert fast == reference_match(articles, p)
