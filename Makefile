@@ -23,7 +23,8 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/newsletter --config $(CONFIG) db upgrade
 	$(BIN)/newsletter --config $(CONFIG) fetch
-	$(BIN)/newsletter --config $(CONFIG) status
+	$(BIN)/newsletter --config $(CONFIG) subscribers sync
+	$(BIN)/newsletter --config $(CONFIG) preview
 
 lint: venv
 	$(BIN)/ruff check newsletter tests benchmarks

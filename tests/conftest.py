@@ -15,7 +15,9 @@ from newsletter.db import connect
 
 # Fixture modules of each area (tests/support/*.py); add yours here.
 pytest_plugins: list[str] = [
+    "tests.support.webbrowser",
     "tests.support.http",
+    "tests.support.digests",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,360 @@
+"""What the email templates see: plain view objects built from the domain types.
+
+Templates never see raw feed data: every string is one line of plain text (Jinja
+escapes it), every link is an http(s) URL or empty, and highlights are tuples of
+:class:`Segment` (text, mark) runs that the template escapes one by one — HTML is never
+concatenated from feed text. Pure functions only.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from urllib.parse import quote, urlsplit
+
+from newsletter.domain import Article, Field, Match, Profile
+
+ABSTRACT_CHARS = 600  # trim target; a sentence may end up to ABSTRACT_SLACK later
+ABSTRACT_SLACK = 80
+MAX_AUTHORS = 3
+TEXT_WIDTH = 72
+SUBJECT_KEYWORDS = 3
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+_FIELD_LABEL: dict[Field, str] = {
+    "title": "title",
+    "abstract": "abstract",
+    "author": "authors",
+    "category": "category",
+}
+_FIELD_ORDER: tuple[Field, ...] = ("title", "author", "category", "abstract")  # by weight
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
+_SPACES = re.compile(r"\s+")
+_SPACE = re.compile(r"\s")
+_URL_SAFE = "/:?#[]@!$&'()*+,;=-._~%"
+
+
+# -- views: what the templates see -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of text, highlighted (``<mark>``) or not."""
+
+    text: str
+    mark: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CardView:
+    """One entry as a card (HTML) and a numbered section (text)."""
+
+    rank: int
+    link: str  # http(s) or ""
+    title: tuple[Segment, ...]
+    byline: str  # "A, B, C et al." / "5 authors" / ""
+    date: str
+    votes: str  # upvotes, "" when the feed has none
+    abstract: tuple[Segment, ...]
+    more_link: str  # "read more" target when the abstract was trimmed
+    matched: str  # "bilevel optimization (title), RLHF (abstract)"
+    title_text: str
+    meta_text: str
+    abstract_text: str  # wrapped for the plain-text part
+
+
+@dataclass(frozen=True, slots=True)
+class MoreView:
+    """An entry that did not fit the size budget: a title link only."""
+
+    title: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmailView:
+    """Everything ``digest.*``, ``empty.*`` and ``subject.txt`` may use."""
+
+    subject: str
+    preheader: str
+    list_name: str
+    period_label: str  # "Sun 22 Nov" / "the week of Mon 16 Nov"
+    period_phrase: str  # "today" / "this week"
+    name: str
+    email: str
+    keywords: tuple[str, ...]
+    count_label: str  # "7 new papers"
+    cards: tuple[CardView, ...]
+    more: tuple[MoreView, ...]
+    more_label: str
+    unsubscribe_url: str
+    preferences_url: str
+    contact: str
+    contact_url: str
+    profile_file: str
+
+
+# -- text helpers ----------------------------------------------------------------------
+
+
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def clean(text: str) -> str:
+    """Feed or profile text made safe for any output: one line, no control characters."""
+    if not text.isprintable():
+        text = _UNPRINTABLE.sub(" ", text)
+    return " ".join(text.split())
+
+
+def safe_url(url: str) -> str:
+    """An http(s) URL with a host, percent-encoded to ASCII; "" for anything else.
+
+    ``javascript:``, ``data:``, relative and protocol-relative links never become an
+    ``href``. Encoding here also makes the URL byte-stable through lxml's serialiser.
+    """
+    url = clean(url)
+    if not url or not url.isprintable():
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return ""
+    if not parts.netloc.isascii():
+        try:
+            host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError:
+            return ""
+        netloc = parts.netloc.replace(parts.hostname, host)
+        url = parts._replace(netloc=netloc).geturl()
+    return quote(url, safe=_URL_SAFE)
+
+
+def merge_spans(spans: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Sorted, clipped to ``[0, length)``, overlapping or touching spans merged."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted((max(0, s), min(length, e)) for s, e in spans):
+        if start >= end:
+            continue
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def segments(
+    text: str, spans: Sequence[tuple[int, int]], start: int = 0, end: int | None = None
+) -> list[Segment]:
+    """``text[start:end]`` split into plain and highlighted runs (spans are absolute)."""
+    end = len(text) if end is None else end
+    out: list[Segment] = []
+    pos = start
+    for s, e in merge_spans(spans, len(text)):
+        s, e = max(s, start), min(e, end)
+        if s >= e:
+            continue
+        if s > pos:
+            out.append(Segment(text[pos:s]))
+        out.append(Segment(text[s:e], True))
+        pos = e
+    if pos < end:
+        out.append(Segment(text[pos:end]))
+    return out
+
+
+def _clean_segments(segs: Sequence[Segment]) -> tuple[Segment, ...]:
+    """Clean each run (offsets were taken on the raw text) and drop empty ones."""
+    out: list[Segment] = []
+    for seg in segs:
+        text = _SPACES.sub(" ", _UNPRINTABLE.sub("", seg.text))
+        if not text:
+            continue
+        if out and out[-1].mark == seg.mark:
+            out[-1] = Segment(out[-1].text + text, seg.mark)
+        else:
+            out.append(Segment(text, seg.mark))
+    if out and not out[0].mark:
+        out[0] = Segment(out[0].text.lstrip(), False)
+    if out and not out[-1].mark:
+        out[-1] = Segment(out[-1].text.rstrip(), False)
+    return tuple(s for s in out if s.text)
+
+
+def _word_cut(text: str, pos: int, *, forward: bool) -> int:
+    """The nearest whitespace at or after (before) ``pos``, so no word is split."""
+    if forward:
+        m = _SPACE.search(text, pos)
+        return m.start() if m else len(text)
+    cut = max(text.rfind(" ", 0, pos), text.rfind("\n", 0, pos))
+    return cut if cut > 0 else pos
+
+
+def trim_plan(
+    text: str, spans: Sequence[tuple[int, int]], limit: int = ABSTRACT_CHARS
+) -> tuple[list[tuple[int, int]], bool]:
+    """Ranges of ``text`` to show and whether anything was left out.
+
+    Cuts at the last sentence end before ``limit`` (or a little after it), else at a
+    word boundary. When every highlight lies beyond the cut, a short window around the
+    first one is added, so the reason an entry was chosen stays visible.
+    """
+    if len(text) <= limit + ABSTRACT_SLACK:
+        return [(0, len(text))], False
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, limit + ABSTRACT_SLACK)]
+    good = [e for e in ends if limit * 0.4 <= e <= limit + ABSTRACT_SLACK]
+    before = [e for e in good if e <= limit]
+    cut = (before or good or [0])[-1] or _word_cut(text, limit, forward=False)
+    ranges = [(0, cut)]
+    merged = merge_spans(spans, len(text))
+    if merged and all(s >= cut for s, _ in merged):
+        s, e = merged[0]
+        lo = _word_cut(text, max(cut, s - 90), forward=False) if s - 90 > cut else cut
+        hi = _word_cut(text, min(len(text), e + 120), forward=True)
+        if lo < cut:
+            lo = cut
+        ranges.append((lo, hi))
+    return ranges, True
+
+
+def byline(authors: Sequence[str], count: int | None) -> str:
+    names = [n for n in (clean(a) for a in authors) if n]
+    if names:
+        if len(names) > MAX_AUTHORS:
+            return ", ".join(names[:MAX_AUTHORS]) + " et al."
+        return ", ".join(names)
+    if count:
+        return f"{count} author" + ("" if count == 1 else "s")
+    return ""
+
+
+def day_label(d: date) -> str:
+    return f"{_DAYS[d.weekday()]} {d.day} {_MONTHS[d.month - 1]}"
+
+
+def date_label(d: datetime | date) -> str:
+    return f"{d.day} {_MONTHS[d.month - 1]} {d.year}"
+
+
+def period_labels(day: date, frequency: str) -> tuple[str, str]:
+    """("Sun 22 Nov", "today") or ("the week of Mon 16 Nov", "this week")."""
+    if frequency == "weekly":
+        return f"the week of {day_label(day - timedelta(days=day.weekday()))}", "this week"
+    return day_label(day), "today"
+
+
+def matched_line(match: Match) -> str:
+    """ "reward (title, abstract), RLHF (abstract)": strongest field first, then profile order."""
+    by_kw: dict[str, set[Field]] = {}
+    for keyword, field in match.matched:
+        by_kw.setdefault(clean(keyword), set()).add(field)
+    order = sorted(by_kw, key=lambda kw: min(_FIELD_ORDER.index(f) for f in by_kw[kw]))
+    return ", ".join(
+        f"{kw} ({', '.join(_FIELD_LABEL[f] for f in _FIELD_ORDER if f in by_kw[kw])})"
+        for kw in order
+    )
+
+
+def shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > limit // 2 else limit].rstrip(" ,;:") + "…"
+
+
+# -- cards -------------------------------------------------------------------------------
+
+
+def _spans(match: Match, field: Field) -> list[tuple[int, int]]:
+    return [span for h in match.hits if h.field == field for span in h.spans]
+
+
+@lru_cache(maxsize=8192)
+def _article_static(article: Article) -> tuple[str, str, str, str, str]:
+    """Per-article parts that no subscriber changes: link, byline, date, votes, meta."""
+    link = safe_url(article.link)
+    by = byline(article.authors, article.author_count)
+    when = date_label(article.published)
+    votes = str(article.upvotes) if article.upvotes is not None else ""
+    meta = " · ".join(p for p in (by, when, f"▲ {votes}" if votes else "") if p)
+    return link, by, when, votes, meta
+
+
+def card_view(match: Match, rank: int) -> CardView:
+    """The card of one match; cached, since many subscribers share an article's hits."""
+    card = _card(
+        match.article,
+        tuple(_spans(match, "title")),
+        tuple(_spans(match, "abstract")),
+        matched_line(match),
+    )
+    return card if card.rank == rank else replace(card, rank=rank)
+
+
+@lru_cache(maxsize=16384)
+def _card(
+    a: Article,
+    title_spans: tuple[tuple[int, int], ...],
+    abstract_spans: tuple[tuple[int, int], ...],
+    matched: str,
+) -> CardView:
+    link, by, when, votes, meta = _article_static(a)
+    title = _clean_segments(segments(a.title, title_spans)) or (Segment("(untitled)"),)
+    ranges, trimmed = trim_plan(a.summary, abstract_spans)
+    segs: list[Segment] = []
+    plain: list[str] = []
+    for i, (lo, hi) in enumerate(ranges):
+        part = _clean_segments(segments(a.summary, abstract_spans, lo, hi))
+        if not part:
+            continue
+        if i:
+            segs.append(Segment(" … "))
+            plain.append(" … ")
+        segs.extend(part)
+        plain.append("".join(s.text for s in part))
+    cut_short = ranges[-1][1] < len(a.summary.rstrip())
+    ends_sentence = re.search(r"[.!?][\"')\]]*$", plain[-1] if plain else "") is not None
+    if trimmed and segs and cut_short and not (ends_sentence and len(ranges) == 1):
+        segs.append(Segment(" …"))
+        plain.append(" …")
+    abstract_text = textwrap.fill(
+        "".join(plain), TEXT_WIDTH, break_long_words=False, break_on_hyphens=False
+    )
+    return CardView(
+        rank=0,
+        link=link,
+        title=title,
+        byline=by,
+        date=when,
+        votes=votes,
+        abstract=_clean_segments(segs),
+        more_link=link if trimmed else "",
+        matched=matched,
+        title_text=clean("".join(s.text for s in title)),
+        meta_text=meta,
+        abstract_text=abstract_text,
+    )
+
+
+def more_view(match: Match) -> MoreView:
+    a = match.article
+    return MoreView(title=clean(a.title) or "(untitled)", link=safe_url(a.link))
+
+
+def top_keywords(
+    profile: Profile, matches: Sequence[Match], n: int = SUBJECT_KEYWORDS
+) -> list[str]:
+    """The keywords that matched the most entries (ties: the profile's order)."""
+    order = {clean(k.term): i for i, k in enumerate(profile.keywords)}
+    counts: dict[str, int] = {}
+    for m in matches:
+        for kw in {clean(h.keyword) for h in m.hits}:
+            counts[kw] = counts.get(kw, 0) + 1
+    ranked = sorted(counts, key=lambda k: (-counts[k], order.get(k, len(order)), k))
+    return ranked[:n]

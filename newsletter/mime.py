@@ -1,0 +1,212 @@
+"""The finished message: ``multipart/alternative`` bytes with list headers. Pure.
+
+Built with the standard library's ``email`` package. Values that reach a header are
+cleaned first (no CR, LF or other control character survives), so a hostile feed
+title or subscriber name can never add a header. ``List-Unsubscribe`` and ``List-Id``
+are written pre-folded: the generic folder would turn a long URL into an RFC 2047
+encoded-word, which no mail provider would follow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy as email_policy
+from email.header import Header
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+
+from newsletter.errors import ConfigError, RenderError
+
+# Body encoding keeps every line short and 7-bit (safe for any relay); the message is
+# serialised with the source of pre-folded headers left alone.
+_POLICY = email_policy.SMTP.clone(refold_source="none")
+_POLICY_UTF8 = email_policy.SMTPUTF8.clone(refold_source="none")
+_LIST_ID_ATEXT = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~.-]*$")
+_ATOMS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")
+_MSG_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
+
+
+def header_text(value: str, *, limit: int = 0) -> str:
+    """One line of header-safe text: control and format characters become spaces.
+
+    CR and LF are what a header injection needs; the other control characters and
+    line/paragraph separators would be folded or rejected by mail software.
+    """
+    out = []
+    for ch in value:
+        cat = unicodedata.category(ch)
+        out.append(" " if cat in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch)
+    text = " ".join("".join(out).split())
+    if limit and len(text) > limit:
+        cut = text.rfind(" ", 0, limit)
+        text = text[: cut if cut > limit // 2 else limit].rstrip(" ,;:") + "…"
+    return text
+
+
+def _needs_encoding(text: str) -> bool:
+    # "=?" would be read as the start of an RFC 2047 encoded-word, by receivers and by
+    # the email package itself, which then writes the decoded CR/LF back out raw.
+    return not text.isascii() or "=?" in text
+
+
+def encode_header(text: str, name: str) -> str:
+    """A header value folded at 78 columns; RFC 2047 encoded-words when not plain ASCII.
+
+    Set with ``set_raw`` so the email package never re-parses (and decodes) it.
+    """
+    charset = "utf-8" if _needs_encoding(text) else "us-ascii"
+    return str(Header(text, charset, maxlinelen=78, header_name=name).encode(linesep="\r\n"))
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    """A parsed address: display name and addr-spec, the domain in ASCII (IDNA)."""
+
+    name: str
+    addr: str
+
+    @property
+    def domain(self) -> str:
+        return self.addr.rpartition("@")[2]
+
+    @property
+    def ascii(self) -> bool:
+        return self.addr.isascii()
+
+    def header(self, name: str) -> str:
+        """``phrase <addr>`` for the header ``name``, encoded and folded here."""
+        if not self.name:
+            return self.addr
+        if _needs_encoding(self.name):
+            phrase = encode_header(self.name, name)
+        elif _ATOMS.match(self.name):
+            phrase = self.name
+        else:
+            phrase = '"' + self.name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{phrase} <{self.addr}>"
+
+
+def _ascii_domain(domain: str) -> str:
+    try:
+        return domain.encode("idna").decode("ascii").lower()
+    except UnicodeError as e:
+        raise ValueError(f"invalid domain {domain!r}") from e
+
+
+def mailbox(addr_spec: str, name: str = "") -> Mailbox:
+    """A recipient or sender; :class:`ValueError` for anything that is not one address."""
+    spec = addr_spec.strip()
+    if not spec or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in spec):
+        raise ValueError(f"invalid email address {addr_spec!r}")
+    local, at, domain = spec.rpartition("@")
+    if not at or not local or not domain or any(c in local for c in ' "<>(),;:\\[]'):
+        raise ValueError(f"invalid email address {addr_spec!r}")
+    if local.isascii() and not _DOT_ATOM.match(local):
+        raise ValueError(f"invalid email address {addr_spec!r}")
+    return Mailbox(name=header_text(name, limit=120), addr=f"{local}@{_ascii_domain(domain)}")
+
+
+def parse_mailbox(value: str, *, key: str) -> Mailbox:
+    """A configured ``Name <addr>`` string; a :class:`ConfigError` naming ``key`` if bad."""
+    name, addr = parseaddr(value)
+    try:
+        return mailbox(addr, name)
+    except ValueError as e:
+        raise ConfigError(
+            f"expected an address like 'Name <user@example.org>', got {value!r}", key=key
+        ) from e
+
+
+def message_id_for(*, list_id: str, recipient: str, period: str, domain: str) -> str:
+    """A Message-ID unique per (list, subscriber, period) and stable across re-renders.
+
+    The outbox holds one digest per subscriber and period, so this is unique per
+    message; being stable, a hand-settled resend of an ambiguous digest is recognised
+    as the same message by providers that de-duplicate, and previews are reproducible.
+    """
+    h = hashlib.sha256(f"{list_id}\x00{recipient.lower()}\x00{period}".encode()).hexdigest()
+    safe_period = re.sub(r"[^A-Za-z0-9-]", "", period) or "digest"
+    return f"<{safe_period}.{h[:24]}@{domain}>"
+
+
+def list_id_header(list_name: str, list_id: str) -> str:
+    """``List-Id: Name <id>`` (RFC 2919); a name with specials is quoted."""
+    name = header_text(list_name, limit=100)
+    ident = re.sub(r"[^A-Za-z0-9.-]", "-", list_id).strip(".-") or "digest.invalid"
+    if not name.isascii():
+        return f"<{ident}>"  # a raw header must stay ASCII; the id alone is valid
+    if not _LIST_ID_ATEXT.match(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{ident}>" if name else f"<{ident}>"
+
+
+def mailto_url(address: str, subject: str = "unsubscribe") -> str:
+    """``mailto:`` URL for ``List-Unsubscribe`` and links; empty for a bad address."""
+    try:
+        box = mailbox(parseaddr(address)[1] or address)
+    except ValueError:
+        return ""
+    if not box.ascii:
+        return ""
+    return f"mailto:{box.addr}?subject={subject}"
+
+
+def _boundary(*bodies: str) -> str:
+    # "=_" never occurs in quoted-printable output, so the boundary cannot collide with
+    # a body; deriving it from the content keeps previews byte-for-byte reproducible.
+    h = hashlib.sha256("\x00".join(bodies).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"=_nl_{h[:28]}"
+
+
+def build_message(
+    *,
+    sender: Mailbox,
+    recipient: Mailbox,
+    subject: str,
+    text: str,
+    html: str,
+    date: datetime,
+    message_id: str,
+    list_name: str,
+    list_id: str,
+    unsubscribe_url: str,
+    unsubscribe_mailto: str = "",
+    reply_to: Mailbox | None = None,
+) -> bytes:
+    """The complete RFC 5322 message: text/plain first, then text/html, both UTF-8."""
+    if date.tzinfo is None:
+        raise RenderError("the Date header needs an aware datetime")
+    pol = _POLICY if recipient.ascii and sender.ascii else _POLICY_UTF8
+    if not _MSG_ID.match(message_id):
+        raise RenderError(f"not a Message-ID: {message_id!r}")
+    msg = EmailMessage(policy=pol)
+    msg.set_raw("From", sender.header("From"))
+    msg.set_raw("To", recipient.header("To"))
+    if reply_to is not None:
+        msg.set_raw("Reply-To", reply_to.header("Reply-To"))
+    msg.set_raw("Subject", encode_header(header_text(subject, limit=200), "Subject"))
+    msg.set_raw("Date", format_datetime(date))
+    msg.set_raw("Message-ID", message_id)
+    msg.set_raw("List-Id", list_id_header(list_name, list_id))
+    targets = [f"<{u}>" for u in (unsubscribe_url, unsubscribe_mailto) if u and u.isascii()]
+    if any(not re.fullmatch(r"<[\x21-\x7e]+>", t) for t in targets):
+        raise RenderError("an unsubscribe URL must be ASCII without spaces (percent-encode it)")
+    if targets:
+        msg.set_raw("List-Unsubscribe", ",\r\n ".join(targets))
+        if unsubscribe_url.startswith(("https://", "http://")):
+            msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+    msg.set_raw("Precedence", "bulk")
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for part in msg.iter_parts():
+        del part["MIME-Version"]  # add_alternative copies it into the first part
+    msg.set_boundary(_boundary(text, html))
+    try:
+        return msg.as_bytes(policy=pol)
+    except (ValueError, UnicodeError) as e:
+        raise RenderError(f"cannot serialise the message to {recipient.addr}: {e}") from e

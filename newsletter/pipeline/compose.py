@@ -1,0 +1,239 @@
+"""Compose a batch of digests: candidates -> match -> render. Reads, never writes.
+
+``send`` and ``preview`` both call :meth:`Composer.compose`, so a preview shows exactly
+what would be sent. The batch's entries are loaded and indexed once (one
+:class:`~newsletter.matching.Matcher` for the whole batch); each subscriber is then
+matched against the entries of their own window that they have not been sent yet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from newsletter import tokens
+from newsletter.config import Settings
+from newsletter.db.articles import CandidateWindow, candidate_windows
+from newsletter.db.subscribers import load_profiles, token_versions
+from newsletter.domain import Article, Match, Profile
+from newsletter.errors import RenderError
+from newsletter.matching import Matcher
+from newsletter.periods import period_of, send_day
+from newsletter.render import DigestRequest, RenderedEmail, Renderer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestJob:
+    """One digest to compose: whose, which period, and which window of entries is new.
+
+    Entries count when first fetched in ``(window_start, window_end]`` and never put in
+    a digest of the subscriber before. Without ``window_start`` the window starts where
+    :func:`newsletter.db.articles.window_start` says: at the end of the last digest
+    that went out, else one period (or back to a failed digest) before its end.
+    """
+
+    subscriber_id: int
+    period: str  # "2026-11-22" or "2026-W47", in the subscriber's timezone
+    window_start: datetime | None  # exclusive; None: the rule above
+    window_end: datetime  # inclusive
+
+
+@dataclass(frozen=True, slots=True)
+class ComposedDigest:
+    """A composed digest; ``email`` is None when nothing matched (and send_empty is off)."""
+
+    subscriber_id: int
+    profile: Profile
+    period: str
+    day: date  # the local day the digest is dated
+    window_start: datetime
+    window_end: datetime
+    matches: tuple[Match, ...]
+    email: RenderedEmail | None
+
+    @property
+    def entry_ids(self) -> tuple[int, ...]:
+        """Entries the email shows (cards and "more" links): what becomes "sent"."""
+        return self.email.entry_ids if self.email else ()
+
+    @property
+    def entries(self) -> tuple[tuple[int, float], ...]:
+        """(entry id, score) of the shown entries, in rank order (for the outbox)."""
+        shown = set(self.entry_ids)
+        return tuple((m.article.id, m.score) for m in self.matches if m.article.id in shown)
+
+
+def period_day(period: str, profile: Profile) -> date:
+    """The local date a period's digest is dated: the day, or the week's send day."""
+    if "-W" in period:
+        year, week = period.split("-W")
+        return send_day(profile, date.fromisocalendar(int(year), int(week), 1))
+    return date.fromisoformat(period)
+
+
+def send_moment(profile: Profile, day: date, settings: Settings) -> datetime:
+    """When the digest of ``day`` is due: the subscriber's send time in their zone."""
+    nl = settings.newsletter
+    at: time = profile.send_time or nl.default_send_time
+    return datetime.combine(day, at, ZoneInfo(profile.timezone or nl.timezone))
+
+
+class Composer:
+    """Composes digests for one configuration; keep one per process and reuse it.
+
+    The renderer inside caches compiled template shapes, and the token secret is read
+    once, so composing many batches costs little more than the matching itself.
+    """
+
+    def __init__(
+        self, settings: Settings, *, renderer: Renderer | None = None, secret: bytes | None = None
+    ) -> None:
+        self.settings = settings
+        self.renderer = renderer or Renderer(settings.newsletter)
+        self.secret = secret if secret is not None else tokens.secret_from_settings(settings)
+
+    def links(self, subscriber_id: int, version: int) -> tuple[str, str]:
+        """(unsubscribe URL, preferences URL) for the footer and ``List-Unsubscribe``."""
+        nl = self.settings.newsletter
+        token = tokens.make_token(
+            self.secret, subscriber_id=subscriber_id, list_id=nl.list_id, version=version
+        )
+        return tokens.unsubscribe_url(nl.base_url, token), tokens.preferences_url(
+            nl.base_url, token
+        )
+
+    def _windows(
+        self, session: Session, jobs: Sequence[DigestJob], profiles: dict[int, Profile]
+    ) -> tuple[dict[int, Article], dict[int, CandidateWindow]]:
+        """Every job's candidate entries; one query set per distinct window end.
+
+        A send's jobs share one end (the moment of sending); a preview across
+        timezones has a few. Explicit starts load from the earliest of them and are
+        then applied per job.
+        """
+        frequency = {sid: p.frequency for sid, p in profiles.items()}
+        groups: dict[tuple[datetime, bool], list[DigestJob]] = {}
+        for job in jobs:
+            if job.subscriber_id in profiles:
+                key = (job.window_end, job.window_start is not None)
+                groups.setdefault(key, []).append(job)
+        articles: dict[int, Article] = {}
+        windows: dict[int, CandidateWindow] = {}
+        for (end, explicit), group in groups.items():
+            since = (
+                min(j.window_start for j in group if j.window_start is not None)
+                if explicit
+                else None
+            )
+            found, got = candidate_windows(
+                session,
+                [j.subscriber_id for j in group],
+                now=end,
+                frequency_of=frequency,
+                since=since,
+            )
+            articles.update((a.id, a) for a in found)
+            for job in group:
+                window = got[job.subscriber_id]
+                if job.window_start is not None:
+                    start = job.window_start
+                    ids = frozenset(i for i in window.article_ids if articles[i].first_seen > start)
+                    window = CandidateWindow(job.subscriber_id, start, end, ids)
+                windows[job.subscriber_id] = window
+        return articles, windows
+
+    def compose(
+        self,
+        session: Session,
+        jobs: Sequence[DigestJob],
+        *,
+        sent_at: datetime | None = None,
+    ) -> list[ComposedDigest]:
+        """Match and render each job; a few queries for the whole batch.
+
+        ``sent_at`` is the Date header (None: each digest's scheduled send moment,
+        which keeps previews reproducible). A subscriber who vanished or unsubscribed
+        since the job was made is left out of the result.
+        """
+        if not jobs:
+            return []
+        ids = [j.subscriber_id for j in jobs]
+        profiles = load_profiles(session, ids)
+        versions = token_versions(session, ids)
+        articles, windows = self._windows(session, jobs, profiles)
+        matcher = Matcher(list(articles.values()))
+        nl = self.settings.newsletter
+        out: list[ComposedDigest] = []
+        for job in jobs:
+            profile = profiles.get(job.subscriber_id)
+            window = windows.get(job.subscriber_id)
+            if profile is None or window is None:
+                log.info("subscriber %d is gone or unsubscribed; no digest", job.subscriber_id)
+                continue
+            matches = tuple(
+                matcher.match(
+                    profile,
+                    candidates=window.article_ids,
+                    limit=profile.max_items or nl.max_items,
+                )
+            )
+            unsubscribe, preferences = self.links(
+                job.subscriber_id, versions.get(job.subscriber_id, 1)
+            )
+            day = period_day(job.period, profile)
+            try:
+                email = self.renderer.render(
+                    DigestRequest(
+                        profile=profile,
+                        matches=matches,
+                        day=day,
+                        period=job.period,
+                        unsubscribe_url=unsubscribe,
+                        preferences_url=preferences,
+                        sent_at=sent_at,
+                    )
+                )
+            except RenderError as e:
+                raise RenderError(f"{profile.email}: {e}") from e
+            out.append(
+                ComposedDigest(
+                    subscriber_id=job.subscriber_id,
+                    profile=profile,
+                    period=job.period,
+                    day=day,
+                    window_start=window.start,
+                    window_end=window.end,
+                    matches=matches,
+                    email=email,
+                )
+            )
+        return out
+
+
+def day_jobs(
+    settings: Settings,
+    profiles: dict[int, Profile],
+    *,
+    now: datetime,
+    day: date | None = None,
+) -> list[DigestJob]:
+    """The digest each subscriber gets for ``day`` (default: today in their timezone).
+
+    Its window ends when that digest is due — or now, if that is later and the day is
+    not over yet, which is what ``send --now`` would send.
+    """
+    jobs: list[DigestJob] = []
+    for sid, p in profiles.items():
+        today = now.astimezone(ZoneInfo(p.timezone or settings.newsletter.timezone)).date()
+        local_day = day or today
+        due = send_moment(p, send_day(p, local_day), settings)
+        end = max(due, now) if local_day >= today else due
+        jobs.append(DigestJob(sid, period_of(p.frequency, local_day), None, end))
+    return jobs

@@ -1,0 +1,391 @@
+"""Matches and a subscriber in; subject, HTML, plain text and MIME bytes out. Pure.
+
+The templates see only the plain views of :mod:`newsletter.email_view`. Two paths
+produce the same email: :meth:`Renderer.reference_render` renders the whole document
+and runs premailer on it; :meth:`Renderer.render` (the fast path) inlines CSS once per
+template shape (:mod:`newsletter.fragments`) and fills in each subscriber's words.
+Every newly compiled shape is checked against the reference render of the email that
+needed it, and a template that defeats the scheme makes the renderer fall back to the
+reference path (logged once), so a custom template can be slower but never wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import premailer
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    PrefixLoader,
+    StrictUndefined,
+    TemplateError,
+    select_autoescape,
+)
+
+from newsletter.config import NewsletterSettings, bundled_dir
+from newsletter.domain import Match, Profile
+from newsletter.email_view import (
+    CardView,
+    EmailView,
+    MoreView,
+    card_view,
+    clean,
+    more_view,
+    period_labels,
+    safe_url,
+    shorten,
+    top_keywords,
+)
+from newsletter.errors import RenderError
+from newsletter.fragments import ShapeCompiler, ShapeError, fragment_filter, same_html
+from newsletter.mime import Mailbox, build_message, mailbox, mailto_url, message_id_for
+from newsletter.mime import parse_mailbox as _parse_mailbox
+
+log = logging.getLogger(__name__)
+
+# -- inputs and outputs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRequest:
+    """Everything one email needs; URLs come from the caller (render makes no tokens)."""
+
+    profile: Profile
+    matches: Sequence[Match]
+    day: date  # the subscriber's local day the digest is for
+    period: str  # outbox period key: "2026-11-22" or "2026-W47"
+    unsubscribe_url: str
+    preferences_url: str = ""
+    sent_at: datetime | None = None  # Date header; None: the scheduled send time of `day`
+    message_id: str = ""  # "" : stable per (list, subscriber, period)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+    data: bytes  # the complete MIME message
+    message_id: str
+    sender: str  # envelope sender (the From address)
+    recipient: str
+    entry_ids: tuple[int, ...]  # entries shown, as cards or as "more" links
+    n_cards: int
+    n_more: int  # matches summarised as links (listed or only counted)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+# -- the environment -------------------------------------------------------------------
+
+
+TemplateName = Literal["digest", "empty"]
+
+
+def make_environment(templates_dir: Path | None = None) -> Environment:
+    """Jinja for emails: a user's ``templates_dir`` first, then the bundled templates.
+
+    A user file with the same name replaces the bundled one; ``bundled/NAME`` always
+    means the bundled file, so a user template can ``{% extends "bundled/digest.html" %}``
+    and override only a block.
+    """
+    bundled = bundled_dir("templates")
+    loaders: list[BaseLoader] = [PrefixLoader({"bundled": FileSystemLoader(bundled)})]
+    if templates_dir is not None:
+        loaders.append(FileSystemLoader(templates_dir))
+    loaders.append(FileSystemLoader(bundled))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(("html", "htm", "xml"), default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    env.filters["fragment"] = fragment_filter
+    return env
+
+
+def inline_css(html: str) -> str:
+    """premailer with the options every path shares (media queries stay in <head>)."""
+    return str(
+        premailer.Premailer(
+            html,
+            keep_style_tags=False,
+            strip_important=False,
+            remove_classes=False,
+            disable_validation=True,
+            allow_network=False,
+            allow_loading_external_files=False,
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform()
+    )
+
+
+def _view_context(view: EmailView) -> dict[str, Any]:
+    # Probes are not dataclasses; both expose their fields as attributes.
+    return {name: getattr(view, name) for name in EmailView.__dataclass_fields__}
+
+
+class Renderer:
+    """Renders digests for one configuration; build once per run and reuse.
+
+    Caches compiled template shapes, so it is cheap per email after the first few.
+    Not thread-safe; use one per process (fork after warming it up to share the work).
+    """
+
+    def __init__(self, settings: NewsletterSettings, *, fast: bool = True) -> None:
+        self.settings = settings
+        self.env = make_environment(settings.templates_dir)
+        self.fast = fast
+        self.sender = _parse_mailbox(settings.from_addr, key="newsletter.from")
+        self.reply_to = (
+            _parse_mailbox(settings.reply_to, key="newsletter.reply_to")
+            if settings.reply_to.strip()
+            else None
+        )
+        self.mailto = mailto_url(settings.unsubscribe_mailto) if settings.unsubscribe_mailto else ""
+        self.default_send_time = settings.default_send_time
+        self._compilers: dict[str, ShapeCompiler] = {}
+        self.fallback_reason = ""
+
+    # -- public --------------------------------------------------------------------
+
+    def render(self, req: DigestRequest) -> RenderedEmail | None:
+        """The email for ``req`` (fast path); ``None`` when there is nothing to send."""
+        return self._render(req, reference=not self.fast)
+
+    def reference_render(self, req: DigestRequest) -> RenderedEmail | None:
+        """The same email the slow, obvious way: render everything, inline once."""
+        return self._render(req, reference=True)
+
+    def subject(self, view: EmailView, top: Sequence[str], n_total: int) -> str:
+        """``subject.txt`` for ``view``: one line, whatever the template or the data hold."""
+        ctx = {**_view_context(view), "top_keywords": list(top), "n_total": n_total}
+        try:
+            return clean(self._template("subject.txt").render(ctx))
+        except TemplateError as e:
+            raise RenderError(f"template subject.txt: {e}") from e
+
+    def preview_index(self, rows: Sequence[Any], *, day: str) -> str:
+        """The outbox's ``index.html`` from ``preview_index.html`` (a page, not an email)."""
+        ctx = {"rows": rows, "day": day, "list_name": self.settings.list_name}
+        try:
+            return str(self._template("preview_index.html").render(ctx))
+        except TemplateError as e:
+            raise RenderError(f"template preview_index.html: {e}") from e
+
+    # -- building ------------------------------------------------------------------
+
+    def _template(self, name: str) -> Any:
+        try:
+            return self.env.get_template(name)
+        except TemplateError as e:
+            raise RenderError(f"template {name}: {e}") from e
+
+    def _view(
+        self, req: DigestRequest, cards: Sequence[CardView], more: Sequence[MoreView], n_hidden: int
+    ) -> EmailView:
+        p = req.profile
+        n_total = len(req.matches)
+        label, phrase = period_labels(req.day, p.frequency)
+        contact_box = self.reply_to or self.sender
+        n_more = len(more) + n_hidden
+        more_label = ""
+        if n_more:
+            more_label = f"{n_more} more {'match' if n_more == 1 else 'matches'}"
+            more_label += (
+                f"; the first {len(more)} are listed, to keep this email short"
+                if n_hidden
+                else " (titles only, to keep this email short)"
+            )
+        view = EmailView(
+            subject="",
+            preheader=shorten(" · ".join(c.title_text for c in cards[:3]), 140),
+            list_name=clean(self.settings.list_name),
+            period_label=label,
+            period_phrase=phrase,
+            name=clean(p.name or ""),
+            email=clean(p.email),
+            keywords=tuple(k for k in (clean(k.term) for k in p.keywords) if k),
+            count_label=f"{n_total} new {'paper' if n_total == 1 else 'papers'}",
+            cards=tuple(cards),
+            more=tuple(more),
+            more_label=more_label,
+            unsubscribe_url=safe_url(req.unsubscribe_url),
+            preferences_url=safe_url(req.preferences_url),
+            contact=contact_box.addr,
+            contact_url=mailto_url(contact_box.addr, "newsletter"),
+            profile_file=clean(Path(p.source).name) if p.source else "",
+        )
+        if not view.unsubscribe_url:
+            raise RenderError(
+                f"{p.email}: the unsubscribe URL must be http(s), got {req.unsubscribe_url!r}"
+            )
+        subject = self.subject(view, top_keywords(p, req.matches), n_total)
+        return replace(view, subject=subject, preheader=view.preheader or subject)
+
+    def _render(self, req: DigestRequest, *, reference: bool) -> RenderedEmail | None:
+        if not req.matches and not self.settings.send_empty:
+            return None
+        try:
+            recipient = mailbox(req.profile.email, req.profile.name or "")
+        except ValueError as e:
+            raise RenderError(f"cannot address {req.profile.email!r}: {e}") from e
+        template: TemplateName = "digest" if req.matches else "empty"
+        cards = [card_view(m, i) for i, m in enumerate(req.matches, start=1)]
+
+        def build(n_cards: int, n_listed: int) -> RenderedEmail:
+            return self._email(req, recipient, template, cards, n_cards, n_listed, reference)
+
+        n = len(cards)
+        email = build(n, 0)
+        budget = self.settings.max_email_bytes
+        if email.size <= budget:
+            return email
+        # Over budget: the most cards that fit, the rest as "N more" title links; if
+        # even the links do not fit, the most links that do (the rest only counted).
+        k = _largest(lambda k: build(k, n - k).size <= budget, n)
+        if k >= 0:
+            return build(k, n - k)
+        m = _largest(lambda m: build(0, m).size <= budget, n)
+        if m < 0:
+            raise RenderError(
+                f"newsletter.max_email_bytes = {budget} is smaller than an email without "
+                f"entries ({build(0, 0).size} bytes)"
+            )
+        return build(0, m)
+
+    def _email(
+        self,
+        req: DigestRequest,
+        recipient: Mailbox,
+        template: TemplateName,
+        cards: Sequence[CardView],
+        n_cards: int,
+        n_listed: int,
+        reference: bool,
+    ) -> RenderedEmail:
+        more = [more_view(m) for m in req.matches[n_cards : n_cards + n_listed]]
+        n_hidden = len(req.matches) - n_cards - n_listed
+        view = self._view(req, cards[:n_cards], more, n_hidden)
+        html, text = self._documents(template, view, reference)
+        profile = req.profile
+        sent_at = req.sent_at or datetime.combine(
+            req.day,
+            profile.send_time or self.default_send_time,
+            ZoneInfo(profile.timezone or self.settings.timezone),
+        )
+        message_id = req.message_id or message_id_for(
+            list_id=self.settings.list_id,
+            recipient=recipient.addr,
+            period=req.period,
+            domain=self.sender.domain,
+        )
+        data = build_message(
+            sender=self.sender,
+            recipient=recipient,
+            subject=view.subject,
+            text=text,
+            html=html,
+            date=sent_at,
+            message_id=message_id,
+            list_name=self.settings.list_name,
+            list_id=self.settings.list_id,
+            unsubscribe_url=view.unsubscribe_url,
+            unsubscribe_mailto=self.mailto,
+            reply_to=self.reply_to,
+        )
+        shown = req.matches[: n_cards + n_listed]
+        return RenderedEmail(
+            subject=view.subject,
+            html=html,
+            text=text,
+            data=data,
+            message_id=message_id,
+            sender=self.sender.addr,
+            recipient=recipient.addr,
+            entry_ids=tuple(m.article.id for m in shown),
+            n_cards=n_cards,
+            n_more=len(req.matches) - n_cards,
+        )
+
+    # -- the two paths -------------------------------------------------------------
+
+    def _documents(
+        self, template: TemplateName, view: EmailView, reference: bool
+    ) -> tuple[str, str]:
+        if reference or not self.fast:
+            return self._reference(template, view)
+        try:
+            html, new_html = self._compiler(f"{template}.html").fill(view)
+            text, new_text = self._compiler(f"{template}.txt").fill(view)
+        except (ShapeError, AttributeError, TypeError, ValueError) as e:
+            self._give_up(f"{template}: {e}")
+            return self._reference(template, view)
+        except TemplateError as e:
+            raise RenderError(f"template {template}: {e}") from e
+        if new_html or new_text:
+            # A shape was compiled from this email: prove it on this email.
+            ref_html, ref_text = self._reference(template, view)
+            if not same_html(html, ref_html) or text != ref_text:
+                self._give_up(f"{template}: the compiled shape differs from the reference render")
+                return ref_html, ref_text
+        return html, text
+
+    def _give_up(self, reason: str) -> None:
+        log.warning(
+            "templates cannot use the fast renderer (%s); inlining CSS for every email", reason
+        )
+        self.fast = False
+        self.fallback_reason = reason
+
+    def _reference(self, template: TemplateName, view: EmailView) -> tuple[str, str]:
+        ctx = _view_context(view)
+        try:
+            html = inline_css(self._template(f"{template}.html").render(ctx))
+            text = self._template(f"{template}.txt").render(ctx)
+        except TemplateError as e:
+            raise RenderError(f"template {template}: {e}") from e
+        return html, text
+
+    def _compiler(self, name: str) -> ShapeCompiler:
+        compiler = self._compilers.get(name)
+        if compiler is None:
+            tpl = self._template(name)
+            html = name.endswith(".html")
+
+            def render(probe: Any, tpl: Any = tpl) -> str:
+                return str(
+                    tpl.render({n: getattr(probe, n) for n in EmailView.__dataclass_fields__})
+                )
+
+            compiler = ShapeCompiler(render, postprocess=inline_css if html else None, html=html)
+            self._compilers[name] = compiler
+        return compiler
+
+
+def _largest(fits: Callable[[int], bool], n: int) -> int:
+    """The largest ``k`` in ``0..n`` with ``fits(k)`` (monotone), or -1 if none."""
+    if not fits(0):
+        return -1
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,191 @@
+"""Unsubscribe tokens: signed, opaque, never expiring, revocable.
+
+A token is ``base64url(FORMAT || ciphertext || tag)`` (29 bytes, 39 characters), built
+as a deterministic authenticated encryption in the SIV style with HMAC-SHA256 as the
+only primitive:
+
+* ``plaintext = subscriber_id (u64) || token_version (u32)``;
+* ``tag = HMAC(k_mac, FORMAT || list_id || plaintext)[:16]`` — the list id is bound as
+  associated data, so a token names its list without carrying it;
+* ``ciphertext = plaintext XOR HMAC(k_enc, tag)[:12]`` — the tag is the synthetic IV.
+
+Neither the email nor the database id appears in clear: without the key the token is
+indistinguishable from random bytes. ``k_mac`` and ``k_enc`` are derived from the
+secret with HMAC and distinct labels. The check recomputes the tag and compares it
+with :func:`hmac.compare_digest`. Tokens are deterministic, so a subscriber's link is
+stable (previews are reproducible, golden files stay golden); bumping the
+subscriber's ``token_version`` revokes every link made before.
+
+The secret comes from the environment variable named by ``[newsletter]
+secret_key_env`` (see :func:`secret_from_settings`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from newsletter.config import Settings
+from newsletter.errors import ConfigError, TokenError
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_PLAIN = struct.Struct(">QI")  # subscriber_id, token_version
+_TAG_BYTES = 16
+_TOKEN_BYTES = 1 + _PLAIN.size + _TAG_BYTES
+MIN_SECRET_CHARS = 16
+# Preview-only key: public, so anyone could forge tokens with it. It is never used
+# when real mail goes out (see secret_from_settings).
+_DEV_KEY_LABEL = b"newsletter insecure development key, preview only:"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenData:
+    """What a valid token names: the subscriber and the link generation."""
+
+    subscriber_id: int
+    version: int
+
+
+def _subkey(secret: bytes, label: bytes) -> bytes:
+    return hmac.new(secret, b"newsletter/unsubscribe-token/" + label, hashlib.sha256).digest()
+
+
+def _tag(secret: bytes, list_id: str, plain: bytes) -> bytes:
+    msg = bytes([FORMAT]) + list_id.encode("utf-8") + b"\x00" + plain
+    return hmac.new(_subkey(secret, b"mac"), msg, hashlib.sha256).digest()[:_TAG_BYTES]
+
+
+def _keystream(secret: bytes, tag: bytes) -> bytes:
+    return hmac.new(_subkey(secret, b"enc"), tag, hashlib.sha256).digest()[: _PLAIN.size]
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
+def make_token(secret: bytes, *, subscriber_id: int, list_id: str, version: int) -> str:
+    """The opaque token for one subscriber of one list at one link generation."""
+    if not secret:
+        raise TokenError("empty secret")
+    if not 0 <= subscriber_id < 2**64 or not 0 <= version < 2**32:
+        raise TokenError(f"subscriber id or token version out of range: {subscriber_id}, {version}")
+    plain = _PLAIN.pack(subscriber_id, version)
+    tag = _tag(secret, list_id, plain)
+    raw = bytes([FORMAT]) + _xor(plain, _keystream(secret, tag)) + tag
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def read_token(secret: bytes, token: str, *, list_id: str) -> TokenData:
+    """Check and open a token; :class:`TokenError` if it is malformed or not ours.
+
+    It does not know about revocation: the caller compares ``version`` with the
+    subscriber's current ``token_version``.
+    """
+    if not secret:
+        raise TokenError("empty secret")
+    if not token or len(token) > 64 or not token.isascii():
+        raise TokenError("malformed token")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise TokenError("malformed token") from e
+    if len(raw) != _TOKEN_BYTES or raw[0] != FORMAT:
+        raise TokenError("malformed token")
+    cipher, tag = raw[1 : 1 + _PLAIN.size], raw[1 + _PLAIN.size :]
+    plain = _xor(cipher, _keystream(secret, tag))
+    if not hmac.compare_digest(_tag(secret, list_id, plain), tag):
+        raise TokenError("invalid token signature")
+    subscriber_id, version = _PLAIN.unpack(plain)
+    return TokenData(subscriber_id=subscriber_id, version=version)
+
+
+def form_key(secret: bytes, token: str, action: Literal["unsubscribe", "resubscribe"]) -> str:
+    """A hidden form value bound to one token and one action.
+
+    It marks a POST as coming from our own page (source ``page``) rather than from a
+    mail provider's one-click call; a cross-site form could not forge it without the
+    secret. The token itself stays the capability: whoever holds the link may use it.
+    """
+    mac = hmac.new(_subkey(secret, b"form"), f"{action}:{token}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()[:16]).rstrip(b"=").decode("ascii")
+
+
+def check_form_key(
+    secret: bytes, token: str, action: Literal["unsubscribe", "resubscribe"], value: str
+) -> bool:
+    """Constant-time check of a :func:`form_key` value."""
+    return hmac.compare_digest(form_key(secret, token, action).encode(), value.encode())
+
+
+def _join(base_url: str, path: str) -> str:
+    return f"{base_url.rstrip('/')}/{path}"
+
+
+def unsubscribe_url(base_url: str, token: str) -> str:
+    """The link for the email footer and ``List-Unsubscribe`` (GET page, one-click POST)."""
+    return _join(base_url, f"unsubscribe/{token}")
+
+
+def preferences_url(base_url: str, token: str) -> str:
+    """The read-only page that shows the subscriber's keywords."""
+    return _join(base_url, f"preferences/{token}")
+
+
+def development_secret(list_id: str) -> bytes:
+    """The public key used in preview mode when no secret is set (never for real mail)."""
+    return hashlib.sha256(_DEV_KEY_LABEL + list_id.encode("utf-8")).digest()
+
+
+def secret_from_settings(
+    settings: Settings,
+    *,
+    require: bool | None = None,
+    env: Mapping[str, str] | None = None,
+) -> bytes:
+    """The signing key, from the variable named by ``[newsletter] secret_key_env``.
+
+    When the variable is unset: with ``delivery = "preview"`` (and ``require`` not
+    true) a public development key is used, with a warning, so the offline demo works
+    end to end (``preview`` and ``serve`` derive the same key). Otherwise — real mail
+    (``delivery = "smtp"``), or a caller that insists (``require=True``, e.g. the
+    production WSGI entry point) — it is a :class:`ConfigError`: links signed with a
+    public key could be forged by anyone.
+    """
+    n = settings.newsletter
+    name = n.secret_key_env
+    value = (os.environ if env is None else env).get(name, "") if name else ""
+    if value:
+        if len(value) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"the secret key is too short ({len(value)} characters; use at least "
+                f"{MIN_SECRET_CHARS}, e.g. from: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')",
+                path="environment",
+                key=name,
+            )
+        return value.encode("utf-8")
+    must = require if require is not None else n.delivery != "preview"
+    if must:
+        raise ConfigError(
+            "not set: it holds the key that signs unsubscribe links; set it to a long random "
+            "value, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))' "
+            "(the name comes from [newsletter] secret_key_env)",
+            path="environment",
+            key=name or "newsletter.secret_key_env",
+        )
+    log.warning(
+        "%s is not set: unsubscribe links use a public development key "
+        "(fine for previews, never for real mail)",
+        name or "the secret key variable",
+    )
+    return development_secret(n.list_id)

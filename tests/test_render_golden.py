@@ -1,0 +1,151 @@
+"""Golden files: a fixed feed and profile give an expected ``.eml``.
+
+Regenerate on purpose with ``NEWSLETTER_UPDATE_GOLDEN=1`` and review the diff. ``Date``,
+``Message-ID`` and the MIME boundary are normalised, so the files only change when what
+a subscriber sees changes.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from newsletter.db.entries import to_article
+from newsletter.domain import Article, Keyword, Profile
+from newsletter.feeds import parse_feed
+from newsletter.matching import Matcher
+from newsletter.models import Entry
+from newsletter.render import RenderedEmail, Renderer
+from tests.support.digests import request, settings
+
+HERE = Path(__file__).resolve().parent
+FEED = HERE / "fixtures" / "golden_feed.atom"
+GOLDEN = HERE / "golden"
+NOW = datetime(2026, 11, 21, 5, tzinfo=UTC)
+UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"
+
+PROFILE = Profile(
+    email="zoe@example.org",
+    name="Zoë Ñúñez",
+    keywords=(
+        Keyword("bilevel optimization", weight=2),
+        Keyword("RLHF"),
+        Keyword("reward"),
+        Keyword("Schrodinger bridge"),
+        Keyword("objectives"),
+    ),
+    exclude=(Keyword("topological"),),
+    source="subscribers/zoe.yaml",
+)
+
+
+def _articles() -> list[Article]:
+    parsed = parse_feed(FEED.read_bytes(), base_url="https://example.org/feed", now=NOW)
+    out = []
+    for i, p in enumerate(parsed.entries, start=1):
+        upvotes = p.extra.get("hf:upvotes")
+        entry = Entry(
+            id=i,
+            title=p.title,
+            summary=p.summary,
+            link=p.link,
+            authors=list(p.authors),
+            categories=list(p.categories),
+            extra=dict(p.extra),
+            upvotes=int(upvotes) if upvotes else None,
+            published_at=p.published,
+            first_seen_at=NOW,
+        )
+        out.append(to_article(entry, feed_name="golden"))
+    return out
+
+
+def _render(renderer: Renderer, profile: Profile) -> RenderedEmail:
+    matches = Matcher(_articles()).match(profile, limit=10)
+    out = renderer.render(
+        request(
+            profile,
+            matches,
+            unsubscribe_url="https://news.example.org/unsubscribe/GOLDENTOKEN",
+            preferences_url="https://news.example.org/preferences/GOLDENTOKEN",
+        )
+    )
+    assert out is not None
+    return out
+
+
+def normalise(data: bytes) -> str:
+    """The message with Date, Message-ID and boundaries made constant, LF line ends."""
+    text = data.decode("utf-8").replace("\r\n", "\n")
+    text = re.sub(r"(?m)^Date: .*$", "Date: <normalised>", text)
+    text = re.sub(r"(?m)^Message-ID: .*$", "Message-ID: <normalised@example.org>", text)
+    for boundary in set(re.findall(r'boundary="([^"]+)"', text)):
+        text = text.replace(boundary, "BOUNDARY")
+    return text
+
+
+def _check_golden(name: str, data: bytes) -> None:
+    path = GOLDEN / name
+    got = normalise(data)
+    if UPDATE or not path.exists():
+        if not UPDATE:
+            pytest.fail(f"{path} is missing; run with NEWSLETTER_UPDATE_GOLDEN=1 to create it")
+        path.write_text(got, encoding="utf-8")
+    assert got == path.read_text(encoding="utf-8"), (
+        f"{name} differs from the golden file; if the change is intended, "
+        "regenerate with NEWSLETTER_UPDATE_GOLDEN=1 and review the diff"
+    )
+
+
+def _parse(path: Path) -> EmailMessage:
+    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_digest_matches_the_golden_file() -> None:
+    out = _render(Renderer(settings(unsubscribe_mailto="unsubscribe@example.org")), PROFILE)
+    _check_golden("digest.eml", out.data)
+
+    msg = _parse(GOLDEN / "digest.eml")
+    assert msg["From"] == "Research Digest <digest@example.org>"
+    assert msg["To"] == "Zoë Ñúñez <zoe@example.org>"
+    assert msg["Subject"] == out.subject
+    assert out.subject.startswith("Your papers for Sun 22 Nov: ")
+    assert msg["List-Id"] == "Research Digest <digest.example.org>"
+    assert msg["List-Unsubscribe"] == (
+        "<https://news.example.org/unsubscribe/GOLDENTOKEN>, "
+        "<mailto:unsubscribe@example.org?subject=unsubscribe>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.iter_parts()
+    assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    plain = text.get_content()
+    assert "Hi Zoë Ñúñez," in plain
+    assert "Schrödinger Bridges & Bilevel Optimization for “RLHF” <at scale>" in plain
+    assert "Zoë Ñúñez, Ada Lovelace, Alan Turing et al." in plain
+    markup = html.get_content()
+    assert "Schrödinger Bridges &amp; " in markup and "&lt;at scale&gt;" in markup
+    assert "<mark" in markup and "<script" not in markup
+    assert "NOTEARS" not in markup  # matches "objectives" but is excluded by "topological"
+    assert "https://example.org/papers/schr%C3%B6dinger?id=1&amp;v=2" in markup
+
+
+def test_empty_note_matches_the_golden_file() -> None:
+    nobody = Profile(email="bob@example.org", keywords=(Keyword("quantum gravity"),))
+    out = _render(Renderer(settings(send_empty=True)), nobody)
+    _check_golden("empty.eml", out.data)
+    msg = _parse(GOLDEN / "empty.eml")
+    assert msg["Subject"] == "Research Digest: nothing new for Sun 22 Nov"
+    assert msg["To"] == "bob@example.org"
+    text, html = msg.iter_parts()
+    assert "Nothing new matched your keywords today" in text.get_content()
+    assert "Nothing new matched your keywords today" in html.get_content()
