@@ -16,6 +16,7 @@ from newsletter.db import connect
 # Fixture modules of each area (tests/support/*.py); add yours here.
 pytest_plugins: list[str] = [
     "tests.support.webbrowser",
+    "tests.support.smtp",
     "tests.support.http",
     "tests.support.digests",
 ]

@@ -45,9 +45,9 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -
 def _register() -> None:
     # Each command module owns one area; they are registered here so ``cli`` stays the
     # single entry point.
-    from newsletter.cli import db_cmds, feeds_cmds, preview_cmds, subscribers_cmds
+    from newsletter.cli import db_cmds, feeds_cmds, preview_cmds, send_cmds, subscribers_cmds
 
-    for module in (db_cmds, feeds_cmds, subscribers_cmds, preview_cmds):
+    for module in (db_cmds, feeds_cmds, send_cmds, subscribers_cmds, preview_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,169 @@
+"""``newsletter send``, ``resend``, ``run --once`` and the outbox part of ``status``,
+through click (``obj`` unset: the group builds its own context) and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email import policy as email_policy
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import Engine, update
+
+from newsletter.cli import cli
+from newsletter.db import session_scope
+from newsletter.models import Entry
+from tests.support.sending import SECRET, add_subscribers, cli_env, digests, write_config
+from tests.support.smtp import Fault, SmtpTestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def invoke(cfg: Path, *args: str) -> Result:
+    return CliRunner().invoke(
+        cli, ["--config", str(cfg), *args], env={"NEWSLETTER_SECRET_KEY": SECRET}
+    )
+
+
+@pytest.fixture
+def sample(engine: Engine, db_url: str, tmp_path: Path) -> Path:
+    """The bundled sample feeds fetched into the database, seen an hour ago, and three
+    subscribers: two with matching keywords, one without."""
+    shutil.copytree(ROOT / "examples" / "feeds", tmp_path / "feeds")
+    cfg = write_config(tmp_path, db_url)
+    with cfg.open("a") as f:
+        for i in range(3):
+            f.write(f'[[feeds]]\nname = "sample-{i}"\nurl = "feeds/daily-papers-00{i}.atom"\n')
+    assert invoke(cfg, "fetch").exit_code == 0
+    with session_scope(engine) as s:
+        s.execute(update(Entry).values(first_seen_at=datetime.now(UTC) - timedelta(hours=1)))
+    add_subscribers(engine, ["ada@example.org"], keywords=["bilevel optimization"])
+    add_subscribers(engine, ["grace@example.org"], keywords=["preference optimization", "RLHF"])
+    add_subscribers(engine, ["nobody@example.org"], keywords=["zymurgy"])
+    return cfg
+
+
+def test_dry_run_then_send_then_status(sample: Path, engine: Engine, tmp_path: Path) -> None:
+    dry = invoke(sample, "send", "--now", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("send  ada@example.org  [") and " entries, " in lines[0]
+    assert lines[1].startswith("send  grace@example.org  [")
+    assert lines[2].startswith("skip  nobody@example.org  [") and "nothing new" in lines[2]
+    assert lines[-1] == "dry run: would send 2, skip 1 (nothing new); nothing changed"
+    assert digests(engine) == []
+
+    sent = invoke(sample, "send", "--now")
+    assert sent.exit_code == 0, sent.output
+    assert sent.stdout.splitlines()[0] == "sent 2, skipped 1 (nothing new), failed 0, retried 0"
+    emls = sorted((tmp_path / "outbox" / "sent").rglob("*.eml"))
+    assert [p.name.split("-")[0] for p in emls] == ["ada@example.org", "grace@example.org"]
+    msg = message_from_bytes(emls[0].read_bytes(), policy=email_policy.default)
+    assert msg["To"].addresses[0].addr_spec == "ada@example.org"
+    assert "Bilevel" in msg.get_body(("plain",)).get_content()
+
+    again = invoke(sample, "send", "--now")
+    assert again.stdout.splitlines()[0] == "sent 0, skipped 0 (nothing new), failed 0, retried 0"
+
+    status = invoke(sample, "status")
+    assert status.exit_code == 0, status.output
+    assert "Outbox: 0 pending, 0 sending, 2 sent, 0 failed, 1 skipped (delivery: preview)" in (
+        status.stdout
+    )
+    assert ", ok: sent 0, skipped 0, failed 0, retried 0" in status.stdout
+    data = json.loads(invoke(sample, "status", "--json").stdout)
+    assert data["outbox"]["counts"]["sent"] == 2
+    assert data["outbox"]["last_send"]["status"] == "ok"
+    assert data["outbox"]["sending"] == [] and data["outbox"]["failures"] == []
+
+
+def test_failures_exit_1_and_show_in_status_and_resend(
+    sample: Path, db_url: str, engine: Engine, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    cfg = write_config(tmp_path, db_url, smtp_server)
+    smtp_server.add_fault(
+        Fault("RCPT", "550 5.1.1 mailbox unavailable", frozenset({"grace@example.org"}))
+    )
+    result = invoke(cfg, "send", "--now")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "sent 1, skipped 1 (nothing new), failed 1, retried 0",
+        "  failed: grace@example.org: grace@example.org: RCPT TO rejected: "
+        "550 5.1.1 mailbox unavailable (SMTP 550)",
+    ]
+    status = invoke(cfg, "status")
+    assert "Failed digests (latest)" in status.stdout and "550 5.1.1" in status.stdout
+    listing = invoke(cfg, "resend")
+    assert "grace@example.org" in listing.stdout and "failed" in listing.stdout
+    failed = next(d for d in digests(engine) if d.status == "failed")
+    # The address is fixed; send it again.
+    smtp_server.handler.faults.clear()
+    settled = invoke(cfg, "resend", str(failed.id), "--send-again")
+    assert settled.exit_code == 0 and "is pending again" in settled.stdout
+    again = invoke(cfg, "send")
+    assert again.exit_code == 0
+    assert again.stdout.startswith("sent 1,")
+    assert len(smtp_server.received_by("grace@example.org")) == 1
+
+
+def test_resend_usage(sample: Path) -> None:
+    assert invoke(sample, "resend").stdout.startswith("nothing to settle")
+    assert invoke(sample, "resend", "7").exit_code == 2  # no --mark-sent/--send-again
+    assert invoke(sample, "resend", "--mark-sent").exit_code == 2  # no id
+    missing = invoke(sample, "resend", "999", "--mark-sent")
+    assert missing.exit_code == 1 and "no digest with id 999" in str(missing.exception)
+
+
+def test_run_once(sample: Path, engine: Engine) -> None:
+    result = invoke(sample, "run", "--once")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("fetched 3 feeds: 0 new")
+    # Not forced: only digests whose send time (07:00 UTC) has passed today go out.
+    sent_now = datetime.now(UTC).time() >= datetime.strptime("07:00", "%H:%M").time()
+    expected = "sent 2, skipped 1" if sent_now else "sent 0, skipped 0"
+    assert lines[1].startswith(expected)
+
+
+def test_unreachable_server_is_one_error_line(
+    sample: Path, db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "down.toml"
+    cfg.write_text(
+        sample.read_text()
+        .replace('delivery = "preview"', 'delivery = "smtp"')
+        .replace("batch_size = 5", "batch_size = 5\n[smtp]\nhost = \"127.0.0.1\"\n"
+                 f"port = {port}\nmax_attempts = 2\nretry_base_seconds = 0.01\n")
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--config", str(cfg), "send", "--now"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].startswith(
+        f"error: SMTP server unavailable: connecting to 127.0.0.1:{port} failed:"
+    )
+    assert "Traceback" not in proc.stderr
+    assert "2 digest(s) still pending" in proc.stdout
+    assert {d.status for d in digests(engine)} == {"pending", "skipped"}
+
+
+def test_unknown_subscriber(sample: Path) -> None:
+    result = invoke(sample, "send", "--subscriber", "who@example.org")
+    assert result.exit_code == 1
+    assert "no subscriber who@example.org who can be mailed" in str(result.exception)
