@@ -45,11 +45,22 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -
 def _register() -> None:
     # Each command module owns one area; they are registered here so ``cli`` stays the
     # single entry point.
-    from newsletter.cli import db_cmds, feeds_cmds, preview_cmds, send_cmds, subscribers_cmds
+    from newsletter.cli import (
+        db_cmds,
+        feeds_cmds,
+        preview_cmds,
+        send_cmds,
+        subscribers_cmds,
+        web_cmds,
+    )
 
-    for module in (db_cmds, feeds_cmds, send_cmds, subscribers_cmds, preview_cmds):
+    for module in (db_cmds, feeds_cmds, web_cmds, send_cmds, subscribers_cmds, preview_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
+    # The operator's unsubscribe commands live with the web app but belong to the
+    # ``subscribers`` group.
+    for command in web_cmds.SUBSCRIBER_COMMANDS:
+        subscribers_cmds.subscribers_group.add_command(command)
 
 
 _register()

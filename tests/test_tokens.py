@@ -1,0 +1,157 @@
+"""Unsubscribe tokens: round trip, opacity, tamper resistance, secrets from settings."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from newsletter.config import settings_from_mapping
+from newsletter.errors import ConfigError, TokenError
+from newsletter.tokens import (
+    TokenData,
+    check_form_key,
+    development_secret,
+    form_key,
+    make_token,
+    preferences_url,
+    read_token,
+    secret_from_settings,
+    unsubscribe_url,
+)
+
+SECRET = b"test-secret-0123456789abcdef"
+LIST = "digest.example.org"
+
+
+def _decode(token: str) -> bytes:
+    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+
+
+@given(
+    subscriber_id=st.integers(min_value=0, max_value=2**64 - 1),
+    version=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_round_trip(subscriber_id: int, version: int) -> None:
+    token = make_token(SECRET, subscriber_id=subscriber_id, list_id=LIST, version=version)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{39}", token)
+    assert read_token(SECRET, token, list_id=LIST) == TokenData(subscriber_id, version)
+
+
+def test_deterministic_and_distinct() -> None:
+    a = make_token(SECRET, subscriber_id=7, list_id=LIST, version=1)
+    assert a == make_token(SECRET, subscriber_id=7, list_id=LIST, version=1)
+    others = {
+        make_token(SECRET, subscriber_id=8, list_id=LIST, version=1),
+        make_token(SECRET, subscriber_id=7, list_id=LIST, version=2),
+        make_token(SECRET, subscriber_id=7, list_id="other.example.org", version=1),
+        make_token(b"another-secret-0123456789", subscriber_id=7, list_id=LIST, version=1),
+    }
+    assert a not in others and len(others) == 4
+
+
+def test_no_id_in_clear() -> None:
+    """Consecutive ids give unrelated tokens: the id is not readable or guessable."""
+    raws = [
+        _decode(make_token(SECRET, subscriber_id=i, list_id=LIST, version=1)) for i in range(64)
+    ]
+    for i, raw in enumerate(raws):
+        assert i.to_bytes(8, "big") not in raw
+    # Each ciphertext byte position takes many values across consecutive ids, where a
+    # clear-text id would leave the high bytes constant.
+    for pos in range(1, 13):
+        assert len({raw[pos] for raw in raws}) > 32
+
+
+def test_wrong_secret_or_list_rejected() -> None:
+    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3)
+    with pytest.raises(TokenError):
+        read_token(b"wrong-secret-0123456789abc", token, list_id=LIST)
+    with pytest.raises(TokenError):
+        read_token(SECRET, token, list_id="other.example.org")
+
+
+def test_every_single_bit_flip_rejected() -> None:
+    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3)
+    raw = bytearray(_decode(token))
+    for i in range(len(raw)):
+        for bit in range(8):
+            bad = bytearray(raw)
+            bad[i] ^= 1 << bit
+            forged = base64.urlsafe_b64encode(bytes(bad)).rstrip(b"=").decode()
+            with pytest.raises(TokenError):
+                read_token(SECRET, forged, list_id=LIST)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "x", "not base64 !", "é" * 39, "A" * 39, "A" * 200, "AAAA", "%2E%2E", "A" * 38 + "=="],
+)
+def test_malformed_rejected(token: str) -> None:
+    with pytest.raises(TokenError):
+        read_token(SECRET, token, list_id=LIST)
+
+
+def test_truncated_rejected() -> None:
+    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3)
+    for cut in (1, 5, 20):
+        with pytest.raises(TokenError):
+            read_token(SECRET, token[:-cut], list_id=LIST)
+
+
+def test_out_of_range_and_empty_secret() -> None:
+    with pytest.raises(TokenError):
+        make_token(SECRET, subscriber_id=-1, list_id=LIST, version=1)
+    with pytest.raises(TokenError):
+        make_token(SECRET, subscriber_id=1, list_id=LIST, version=2**32)
+    with pytest.raises(TokenError):
+        make_token(b"", subscriber_id=1, list_id=LIST, version=1)
+
+
+def test_urls() -> None:
+    assert unsubscribe_url("https://ex.org/nl/", "TOK") == "https://ex.org/nl/unsubscribe/TOK"
+    assert unsubscribe_url("https://ex.org", "TOK") == "https://ex.org/unsubscribe/TOK"
+    assert preferences_url("https://ex.org/", "TOK") == "https://ex.org/preferences/TOK"
+
+
+def test_form_key_bound_to_token_and_action() -> None:
+    t1 = make_token(SECRET, subscriber_id=1, list_id=LIST, version=1)
+    t2 = make_token(SECRET, subscriber_id=2, list_id=LIST, version=1)
+    key = form_key(SECRET, t1, "unsubscribe")
+    assert check_form_key(SECRET, t1, "unsubscribe", key)
+    assert not check_form_key(SECRET, t2, "unsubscribe", key)
+    assert not check_form_key(SECRET, t1, "resubscribe", key)
+    assert not check_form_key(b"another-secret-0123456789", t1, "unsubscribe", key)
+    assert not check_form_key(SECRET, t1, "unsubscribe", "")
+
+
+def test_secret_from_env() -> None:
+    s = settings_from_mapping({"newsletter": {"secret_key_env": "MY_KEY", "delivery": "smtp"}})
+    assert secret_from_settings(s, env={"MY_KEY": "k" * 32}) == b"k" * 32
+
+
+def test_secret_required_for_smtp_and_production() -> None:
+    smtp = settings_from_mapping({"newsletter": {"delivery": "smtp"}})
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY: not set"):
+        secret_from_settings(smtp, env={})
+    preview = settings_from_mapping({})
+    with pytest.raises(ConfigError, match="not set"):
+        secret_from_settings(preview, env={}, require=True)
+
+
+def test_secret_too_short() -> None:
+    s = settings_from_mapping({})
+    with pytest.raises(ConfigError, match="too short"):
+        secret_from_settings(s, env={"NEWSLETTER_SECRET_KEY": "short"})
+
+
+def test_preview_falls_back_to_development_key(caplog: pytest.LogCaptureFixture) -> None:
+    s = settings_from_mapping({"newsletter": {"list_id": "x.example"}})
+    with caplog.at_level(logging.WARNING, logger="newsletter.tokens"):
+        key = secret_from_settings(s, env={})
+    assert key == development_secret("x.example")
+    assert "public development key" in caplog.text
