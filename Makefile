@@ -27,7 +27,8 @@ demo: venv
 	$(BIN)/newsletter --config $(CONFIG) preview
 
 lint: venv
-	$(BIN)/ruff check newsletter tests benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 pytest: venv
