@@ -134,7 +134,10 @@ def init_command(directory: Path, force: bool) -> None:
     click.echo(f"wrote {len(feeds)} sample feeds in {directory / 'feeds'}")
     click.echo(f"wrote {directory / 'subscribers' / 'ada.yaml'}")
     click.echo(f"wrote {len(template_files)} template files in {directory / 'templates'}")
-    click.echo(f"next: cd {directory} && newsletter fetch && newsletter status")
+    click.echo(
+        f"next: cd {directory} && newsletter fetch && newsletter subscribers sync"
+        " && newsletter preview"
+    )
 
 
 class _Bar:
