@@ -43,6 +43,11 @@ EXTRA_PREFIX = {HF_NS: "hf", ARXIV_NS: "arxiv"}
 MAX_KEY = 512  # entries.dedupe_key
 MAX_GUID = 1024  # entry_sources.guid
 TITLE_FALLBACK_CHARS = 120
+# A title longer than this over a summary shorter than TINY_SUMMARY_CHARS is a feed that
+# put the abstract in <title> (Daily Papers does, with "• 11 authors" as the summary).
+LONG_TITLE_CHARS = 300
+TINY_SUMMARY_CHARS = 80
+TITLE_FROM_TEXT_CHARS = 200
 
 _ARXIV_ID = r"(?P<id>\d{4}\.\d{4,5}|[a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?"
 _ARXIV_RE = re.compile(
@@ -55,6 +60,8 @@ _ARXIV_RE = re.compile(
 _ARXIV_PREFIX_RE = re.compile(
     r"^\s*arXiv:\S+\s+Announce Type:\s*(?P<type>[\w-]+)\s+Abstract:\s*", re.IGNORECASE
 )
+# The end of a sentence: . ! or ? before white space and a capital, digit or opening mark.
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s+[\"'“‘(\[]?[A-Z0-9])")
 _TRACKING = ("utm_", "mc_", "_hs")
 _TRACKING_EXACT = frozenset({"fbclid", "gclid", "dclid", "msclkid", "yclid", "igshid", "ref_src"})
 _CONTROL = {c: None for c in range(0x20) if chr(c) not in "\t\n\r"} | {0x7F: None}
@@ -76,7 +83,7 @@ class ParsedFeed:
     version: str = ""  # feedparser's name for the dialect, e.g. "atom10", "rss20"
     bozo: bool = False
     bozo_message: str | None = None
-    skipped: int = 0  # entries with nothing to show (no title, summary or link)
+    skipped: int = 0  # entries with nothing to show (see :func:`normalise_entry`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +169,7 @@ def parse_feed(
     # someone else's server, so that alone is not worth a warning.
     bozo = bool(d.get("bozo")) and not isinstance(bozo_exc, feedparser.NonXMLContentType)
     if skipped:
-        log.debug("%s: %d entries without title, summary or link skipped", base_url, skipped)
+        log.debug("%s: %d entries with nothing to show skipped", base_url, skipped)
     return ParsedFeed(
         entries=tuple(entries),
         version=str(d.get("version") or ""),
@@ -195,7 +202,13 @@ def _extension_prefixes(namespaces: object) -> dict[str, str]:
 def normalise_entry(
     raw: Mapping[str, Any], *, now: datetime, prefixes: Mapping[str, str] | None = None
 ) -> ParsedEntry | None:
-    """One feedparser entry as plain text; ``None`` when it has nothing to show."""
+    """One feedparser entry as plain text; ``None`` when it has nothing to show.
+
+    Nothing to show: no title, summary or link, or a title without a single letter or
+    digit (a listing's separator such as "·" scraped as an entry). An abstract put in
+    the title over a few words of summary is moved to the summary, and its first
+    sentence becomes the title.
+    """
     title = _detail_text(raw, "title")
     summary = _summary(raw)
     extra: dict[str, str] = {}
@@ -206,8 +219,13 @@ def normalise_entry(
     link = _link(raw)
     if not (title or summary or link):
         return None
+    if title and not any(c.isalnum() for c in title):
+        log.debug("skipping an entry titled %r (no letter or digit): %s", title, link or summary)
+        return None
     if not title:
         title = _shorten(summary, TITLE_FALLBACK_CHARS) or link
+    elif len(title) > LONG_TITLE_CHARS and len(summary) < TINY_SUMMARY_CHARS:
+        title, summary = first_sentence(title, TITLE_FROM_TEXT_CHARS), title
     extra.update(_extensions(raw, prefixes or _extension_prefixes(None)))
     raw_id = clean_text(_str(raw.get("id")))
     guid = raw_id or link or "title:" + _digest(normalise_title(title) + "\n" + summary)
@@ -302,6 +320,16 @@ def _summary(raw: Mapping[str, Any]) -> str:
             if text:
                 return text
     return ""
+
+
+def first_sentence(text: str, limit: int) -> str:
+    """The first sentence of ``text`` (without its full stop) if it fits in ``limit``
+    characters, else the text cut at a word boundary with "…"."""
+    end = _SENTENCE_END_RE.search(text)
+    if end is not None and end.end() <= limit:
+        sentence = text[: end.end()]
+        return sentence[:-1] if sentence.endswith(".") else sentence
+    return _shorten(text, limit - 1)  # room for the "…"
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -3,8 +3,9 @@
 :class:`Matcher` indexes one batch of articles once (every field tokenised, folded and
 stemmed once, an inverted index from terms to positions) and compiles each distinct
 keyword once, caching its occurrences across profiles; matching a profile is then a few
-dictionary look-ups per keyword. :func:`reference_match` states the same rules the
-plain way, one article at a time; the property tests hold the two to identical results.
+dictionary look-ups per keyword. :func:`newsletter.matching_reference.reference_match`
+states the same rules the plain way, one article at a time; the property tests hold
+the two to identical results.
 
 A keyword of words ``k1 .. km`` matches where the text has them as consecutive words,
 each step being one of:
@@ -39,7 +40,6 @@ from newsletter.textnorm import (
     compile_pattern,
     field_text,
     field_tokens,
-    only_stop_words,
     term,
 )
 
@@ -48,7 +48,6 @@ __all__ = [
     "LIST_SEPARATOR",
     "Matcher",
     "field_text",
-    "reference_match",
 ]
 
 #: How much one matched keyword adds per field, times its weight.
@@ -411,98 +410,3 @@ class Matcher:
                     hits.append(Hit(kw.term, FIELDS[f], spans, kw.weight))
             matches.append(Match(articles[slot], -neg, tuple(hits)))
         return matches
-
-
-# -- the reference: the same rules, stated plainly -------------------------------------
-
-
-def _reference_end(pat: Pattern, tokens: list[Token], p: int, j: int) -> int:
-    norm = pat.normalise
-    if j == len(pat.folds):
-        return p
-    if p >= len(tokens):
-        return -1
-    tok = tokens[p]
-    ends = [-1]
-    if norm(tok.fold) == pat.terms[j]:
-        ends.append(_reference_end(pat, tokens, p + 1, j + 1))
-    if j + 1 < len(pat.folds) and pat.joins[j]:
-        head = pat.folds[j]
-        rest = tok.fold[len(head) :]
-        if tok.fold.startswith(head) and rest and norm(rest) == pat.terms[j + 1]:
-            ends.append(_reference_end(pat, tokens, p + 1, j + 2))
-    if tok.join_next:
-        rest = pat.folds[j][len(tok.fold) :]
-        if pat.folds[j].startswith(tok.fold) and rest and norm(rest) == norm(tokens[p + 1].fold):
-            ends.append(_reference_end(pat, tokens, p + 2, j + 1))
-    return max(ends)
-
-
-def _reference_spans(pat: Pattern, tokens: list[Token]) -> tuple[Span, ...]:
-    spans: list[Span] = []
-    for p in range(len(tokens)):
-        end = _reference_end(pat, tokens, p, 0)
-        if end > p:
-            spans.append((tokens[p].start, tokens[end - 1].end))
-    spans.sort()
-    merged: list[Span] = []
-    for span in spans:
-        if merged and span[0] < merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], span[1]))
-        else:
-            merged.append(span)
-    return tuple(merged)
-
-
-def _reference_hits(kw: Keyword, fields: Mapping[Field, list[Token]]) -> list[Hit]:
-    pat = compile_pattern(kw.term, exact=kw.exact)
-    if not pat.folds or only_stop_words(pat.folds):
-        return []
-    hits = []
-    for field in FIELDS:
-        if kw.field is not None and field != kw.field:
-            continue
-        spans = _reference_spans(pat, fields[field])
-        if spans:
-            hits.append(Hit(kw.term, field, spans, kw.weight))
-    return hits
-
-
-def reference_match(
-    articles: Sequence[Article],
-    profile: Profile,
-    *,
-    candidates: Collection[int] | None = None,
-    limit: int | None = None,
-) -> list[Match]:
-    """The matching rules applied one article at a time, without any index or cache."""
-    results: list[Match] = []
-    for article in articles:
-        if candidates is not None and article.id not in candidates:
-            continue
-        fields = {f: field_tokens(article, f) for f in FIELDS}
-        if any(_reference_hits(kw, fields) for kw in profile.exclude):
-            continue
-        hits: list[Hit] = []
-        score = 0.0
-        for kw in profile.keywords:
-            kw_hits = _reference_hits(kw, fields)
-            if not kw_hits:
-                continue
-            factors = 0.0
-            for hit in kw_hits:
-                factors += FIELD_FACTORS[hit.field]
-            score += kw.weight * factors
-            hits.extend(kw_hits)
-        if hits:
-            results.append(Match(article, score, tuple(hits)))
-    results.sort(
-        key=lambda m: (
-            -m.score,
-            m.article.upvotes is None,
-            -(m.article.upvotes or 0),
-            -m.article.published.timestamp(),
-            m.article.id,
-        )
-    )
-    return results if limit is None else results[:limit]

@@ -10,22 +10,17 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
 from datetime import time
 from functools import cache, lru_cache
-from typing import Any, cast
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
-from yaml.constructor import SafeConstructor
 
 from newsletter.domain import Field, Frequency, Keyword, Profile
 from newsletter.errors import ProfileError
 from newsletter.textnorm import only_stop_words, tokenize
-
-# libyaml's loader when present (ten times faster on 10,000 files); both are the safe
-# loader: plain data only, never Python objects.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from newsletter.yaml_nodes import LOADER, NodeReader, describe, line_of, syntax_error
 
 PROFILE_KEYS = (
     "email",
@@ -57,8 +52,6 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 # letter/digit labels with at least one dot. Matched against the lower-cased address.
 _LOCAL_RE = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG = "tag:yaml.org,2002:str"
 _TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
@@ -104,122 +97,25 @@ def _timezones() -> dict[str, str]:
     return {name.lower(): name for name in available_timezones()}
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word.lower(), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-class _FileReader:
+class _FileReader(NodeReader):
     """Validates the profiles of one file, collecting problems as it goes."""
 
     def __init__(self, source: str, display: str) -> None:
+        super().__init__(display)
         self.source = source
-        self.display = display
-        self.problems: list[ProfileError] = []
-        self._reported: set[tuple[int | None, str | None, str]] = set()
-        self.count = 0
-        self.constructor = SafeConstructor()
-
-    def problem(self, line: int | None, fieldname: str | None, message: str) -> None:
-        # A key shared through an alias would otherwise be reported once per profile;
-        # ``count`` still sees every one, so each profile using it is invalid.
-        self.count += 1
-        key = (line, fieldname, message)
-        if key not in self._reported:
-            self._reported.add(key)
-            self.problems.append(
-                ProfileError(message, path=self.display, line=line, field=fieldname)
-            )
-
-    def scalar(self, node: yaml.Node) -> Any:
-        """A scalar's value as YAML types it; lists and mappings as plain markers."""
-        if isinstance(node, yaml.SequenceNode):
-            return []
-        if isinstance(node, yaml.MappingNode):
-            return {}
-        if node.tag == _STR_TAG:
-            return node.value  # most values: no need for the constructor
-        try:
-            return self.constructor.construct_object(node, deep=True)
-        except yaml.YAMLError:
-            return node.value  # e.g. a timestamp YAML cannot build: report it as text
-
-    @staticmethod
-    def text(node: yaml.Node) -> str | None:
-        """A scalar exactly as written (``7:30`` stays text, ``yes`` is not true)."""
-        if isinstance(node, yaml.ScalarNode):
-            return str(node.value)
-        return None
-
-    def mapping(
-        self, node: yaml.MappingNode, allowed: tuple[str, ...], prefix: str
-    ) -> dict[str, yaml.Node]:
-        """Keys to value nodes; unknown and repeated keys are problems.
-
-        ``<<: *defaults`` merge keys work as in YAML: the mapping's own keys win.
-        """
-        first_line: dict[str, int] = {}
-        for key_node, _value in node.value:
-            key = self.scalar(key_node)
-            if key_node.tag == _MERGE_TAG or not isinstance(key, str):
-                continue
-            if key in first_line:
-                self.problem(
-                    _line(key_node),
-                    f"{prefix}{key}",
-                    f"repeated key (first on line {first_line[key]})",
-                )
-            else:
-                first_line[key] = _line(key_node)
-        try:
-            self.constructor.flatten_mapping(node)
-        except yaml.YAMLError as e:
-            self.problem(_line(node), prefix.rstrip(".") or None, f"invalid merge key: {e}")
-        out: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            key = self.scalar(key_node)
-            if not isinstance(key, str):
-                self.problem(_line(key_node), None, f"expected a key name, got {key!r}")
-                continue
-            if key not in allowed:
-                hint = _suggest(key, allowed) or f" (expected one of: {', '.join(allowed)})"
-                self.problem(_line(key_node), f"{prefix}{key}", f"unknown key{hint}")
-                continue
-            out[key] = value_node
-        return out
 
     # -- one profile ---------------------------------------------------------------------
 
     def profile(self, node: yaml.Node) -> tuple[Profile | None, str | None]:
         """The profile of one mapping (None if invalid) and its address if readable."""
         start = self.count
-        line = _line(node)
+        line = line_of(node)
         if not isinstance(node, yaml.MappingNode):
             self.problem(
                 line,
                 None,
                 "expected a profile (email: ..., keywords: ...), "
-                f"got {_describe(self.scalar(node))}",
+                f"got {describe(self.scalar(node))}",
             )
             return None, None
         keys = self.mapping(node, PROFILE_KEYS, "")
@@ -260,13 +156,13 @@ class _FileReader:
         raw = self.text(node)
         if raw is None or not isinstance(self.scalar(node), str):
             self.problem(
-                _line(node), "email", f"expected an address, got {_describe(self.scalar(node))}"
+                line_of(node), "email", f"expected an address, got {describe(self.scalar(node))}"
             )
             return None
         email = normalise_email(raw)
         why = email_problem(email)
         if why:
-            self.problem(_line(node), "email", f"invalid email {raw.strip()!r}: {why}")
+            self.problem(line_of(node), "email", f"invalid email {raw.strip()!r}: {why}")
             return None
         return email
 
@@ -277,7 +173,7 @@ class _FileReader:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.problem(_line(node), name, f"expected a string, got {_describe(value)}")
+            self.problem(line_of(node), name, f"expected a string, got {describe(value)}")
             return None
         return value.strip() or None
 
@@ -288,10 +184,10 @@ class _FileReader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(_line(node), name, f"expected a whole number, got {_describe(value)}")
+            self.problem(line_of(node), name, f"expected a whole number, got {describe(value)}")
             return None
         if value < 1:
-            self.problem(_line(node), name, f"expected at least 1, got {value}")
+            self.problem(line_of(node), name, f"expected at least 1, got {value}")
             return None
         return value
 
@@ -300,7 +196,7 @@ class _FileReader:
             return default
         value = self.scalar(node)
         if not isinstance(value, bool):
-            self.problem(_line(node), name, f"expected true or false, got {_describe(value)}")
+            self.problem(line_of(node), name, f"expected true or false, got {describe(value)}")
             return default
         return value
 
@@ -310,7 +206,7 @@ class _FileReader:
         value = self.scalar(node)
         if isinstance(value, str) and value.strip().lower() in ("daily", "weekly"):
             return cast(Frequency, value.strip().lower())
-        self.problem(_line(node), "frequency", f"expected daily or weekly, got {value!r}")
+        self.problem(line_of(node), "frequency", f"expected daily or weekly, got {value!r}")
         return "daily"
 
     def weekday(self, node: yaml.Node | None) -> int:
@@ -325,7 +221,7 @@ class _FileReader:
                 if low == day or (len(low) >= 3 and day.startswith(low)):
                     return i
         self.problem(
-            _line(node),
+            line_of(node),
             "weekday",
             f"expected a day name (monday .. sunday) or 0-6 with 0 = monday, got {value!r}",
         )
@@ -337,8 +233,8 @@ class _FileReader:
         raw = self.text(node)
         m = _TIME_RE.match(raw.strip()) if raw is not None else None
         if m is None:
-            shown = raw if raw is not None else _describe(self.scalar(node))
-            self.problem(_line(node), "send_time", f'expected a time like "07:30", got {shown!r}')
+            shown = raw if raw is not None else describe(self.scalar(node))
+            self.problem(line_of(node), "send_time", f'expected a time like "07:30", got {shown!r}')
             return None
         return time(int(m.group(1)), int(m.group(2)))
 
@@ -348,7 +244,9 @@ class _FileReader:
         value = self.scalar(node)
         if not isinstance(value, str) or not value.strip():
             self.problem(
-                _line(node), "timezone", f"expected an IANA name like Europe/Berlin, got {value!r}"
+                line_of(node),
+                "timezone",
+                f"expected an IANA name like Europe/Berlin, got {value!r}",
             )
             return None
         name = value.strip()
@@ -357,7 +255,7 @@ class _FileReader:
         except (ZoneInfoNotFoundError, ValueError):
             proper = _timezones().get(name.lower())
             hint = f" (did you mean {proper!r}?)" if proper else _suggest_zone(name)
-            self.problem(_line(node), "timezone", f"unknown timezone {name!r}{hint}")
+            self.problem(line_of(node), "timezone", f"unknown timezone {name!r}{hint}")
             return None
         return name
 
@@ -369,16 +267,16 @@ class _FileReader:
         if node is None or (isinstance(node, yaml.ScalarNode) and self.scalar(node) is None):
             if required:
                 self.problem(
-                    line if node is None else _line(node),
+                    line if node is None else line_of(node),
                     name,
                     "required: a list of at least one keyword",
                 )
             return ()
         if not isinstance(node, yaml.SequenceNode):
-            self.problem(_line(node), name, f"expected a list, got {_describe(self.scalar(node))}")
+            self.problem(line_of(node), name, f"expected a list, got {describe(self.scalar(node))}")
             return ()
         if required and not node.value:
-            self.problem(_line(node), name, "expected at least one keyword")
+            self.problem(line_of(node), name, "expected at least one keyword")
         found: list[Keyword] = []
         seen: dict[tuple[tuple[str, ...], bool, Field | None], int] = {}
         for item in node.value:
@@ -389,10 +287,10 @@ class _FileReader:
             key = (folds, kw.exact, kw.field)
             if key in seen:
                 self.problem(
-                    _line(item), name, f"repeated keyword {kw.term!r} (first on line {seen[key]})"
+                    line_of(item), name, f"repeated keyword {kw.term!r} (first on line {seen[key]})"
                 )
                 continue
-            seen[key] = _line(item)
+            seen[key] = line_of(item)
             found.append(kw)
         return tuple(found)
 
@@ -401,13 +299,13 @@ class _FileReader:
             term = self.term(node, name)
             return Keyword(term) if term else None
         if not isinstance(node, yaml.MappingNode):
-            self.problem(_line(node), name, "expected a keyword, or a mapping with term:")
+            self.problem(line_of(node), name, "expected a keyword, or a mapping with term:")
             return None
         start = self.count
         allowed = KEYWORD_KEYS if allow_weight else tuple(k for k in KEYWORD_KEYS if k != "weight")
         keys = self.mapping(node, allowed, f"{name}.")
         if "term" not in keys:
-            self.problem(_line(node), f"{name}.term", "required: the word or phrase to match")
+            self.problem(line_of(node), f"{name}.term", "required: the word or phrase to match")
             return None
         term = self.term(keys["term"], f"{name}.term")
         weight = 1.0
@@ -420,7 +318,7 @@ class _FileReader:
                 or value <= 0
             ):
                 self.problem(
-                    _line(keys["weight"]),
+                    line_of(keys["weight"]),
                     f"{name}.weight",
                     f"expected a number above 0, got {value!r}",
                 )
@@ -435,7 +333,7 @@ class _FileReader:
                 field_name = FIELD_NAMES[key]
             else:
                 self.problem(
-                    _line(keys["field"]),
+                    line_of(keys["field"]),
                     f"{name}.field",
                     f"expected title, abstract, author or category, got {value!r}",
                 )
@@ -447,24 +345,24 @@ class _FileReader:
         raw = self.text(node)
         if raw is None:
             self.problem(
-                _line(node), name, f"expected a word or phrase, got {_describe(self.scalar(node))}"
+                line_of(node), name, f"expected a word or phrase, got {describe(self.scalar(node))}"
             )
             return None
         if self.scalar(node) is None:
-            self.problem(_line(node), name, "empty keyword")
+            self.problem(line_of(node), name, "empty keyword")
             return None
         # A plain scalar is taken as written: "2024", "yes" or "1e3" are words here.
         term = " ".join(raw.split())
         if not term:
-            self.problem(_line(node), name, "empty keyword")
+            self.problem(line_of(node), name, "empty keyword")
             return None
         folds = _folds(term)
         if not folds:
-            self.problem(_line(node), name, f"keyword {term!r} has no letters or digits")
+            self.problem(line_of(node), name, f"keyword {term!r} has no letters or digits")
             return None
         if only_stop_words(folds):
             self.problem(
-                _line(node),
+                line_of(node),
                 name,
                 f"keyword {term!r} has only stop words (like 'the', 'of'): it would match nothing",
             )
@@ -478,20 +376,6 @@ def _suggest_zone(name: str) -> str:
     return f" (did you mean {zones[close[0]]!r}?)" if close else ""
 
 
-def _syntax_error(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
-    """The line and a readable message of a YAML error (libyaml's marks are 0-based)."""
-    if isinstance(e, yaml.MarkedYAMLError):
-        mark = e.problem_mark or e.context_mark
-        message = f"YAML syntax error: {e.problem or e.context or 'invalid YAML'}"
-        if e.problem and e.context:
-            where = f" on line {e.context_mark.line + 1}" if e.context_mark else ""
-            message += f" ({e.context}{where})"
-        return (mark.line + 1 if mark else None), message
-    if isinstance(e, yaml.reader.ReaderError):
-        return text.count("\n", 0, e.position) + 1, f"YAML syntax error: {e.reason}"
-    return None, f"YAML syntax error: {e}"
-
-
 def parse_profiles(
     text: str, *, source: str, display: str | None = None
 ) -> tuple[list[Profile], list[ProfileError], list[str]]:
@@ -502,9 +386,9 @@ def parse_profiles(
     display = display or source
     reader = _FileReader(source, display)
     try:
-        documents = list(yaml.compose_all(text, Loader=_Loader))
+        documents = list(yaml.compose_all(text, Loader=LOADER))
     except yaml.YAMLError as e:
-        line, message = _syntax_error(e, text)
+        line, message = syntax_error(e, text)
         reader.problem(line, None, message)
         return [], reader.problems, []
     items: list[yaml.Node] = []

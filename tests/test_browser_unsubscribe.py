@@ -3,19 +3,18 @@ button, see the confirmation, undo — checking the database at each step."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, select
-from werkzeug.serving import make_server
 
 from newsletter.config import settings_from_mapping
 from newsletter.db import session_scope
 from newsletter.models import Suppression
 from newsletter.web import create_app
+from tests.support.http import serve_wsgi
 from tests.support.unsubscribe import SECRET, SampleSite, make_sample_site
 
 if TYPE_CHECKING:
@@ -30,15 +29,8 @@ EMAIL = "ada@example.org"
 def live_url(engine: Engine) -> Iterator[str]:
     """The web app on a real server at 127.0.0.1 (it needs only the list id and key)."""
     app = create_app(settings_from_mapping({}, env={}), engine, secret=SECRET.encode())
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_wsgi(app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -185,6 +185,62 @@ def test_entry_without_title_takes_the_start_of_its_summary() -> None:
     assert len(e.title) <= 121
 
 
+ABSTRACT_AS_TITLE = (
+    "Reinforcement Learning from Human Feedback (RLHF) has become a dominating strategy in "
+    "steering Language Models (LMs) towards human values/goals. The key to the strategy is "
+    "employing a reward model which can reflect a latent reward model with humans. While this "
+    "strategy has proven to be effective, the training methodology requires a lot of human "
+    "preference annotation to train it."
+)
+
+
+def test_entry_titled_without_a_letter_or_digit_is_skipped_as_junk() -> None:
+    doc = atom(
+        Item(title="·", id="sep-1", summary="Feb 6, 2016", link="https://example.org/?q=%C2%B7"),
+        Item(title="— • —", id="sep-2"),
+        Item(title="π", id="pi"),
+        Item(title="3", id="three"),
+    )
+    parsed = parse_feed(doc, now=NOW)
+    assert [e.title for e in parsed.entries] == ["π", "3"]
+    assert parsed.skipped == 2
+
+
+def test_abstract_in_the_title_moves_to_the_summary_and_its_first_sentence_titles_it() -> None:
+    doc = atom(Item(title=ABSTRACT_AS_TITLE, id="a", summary="• 11 authors"))
+    (e,) = parse_feed(doc, now=NOW).entries
+    assert e.title == (
+        "Reinforcement Learning from Human Feedback (RLHF) has become a dominating strategy in "
+        "steering Language Models (LMs) towards human values/goals"
+    )
+    assert e.summary == ABSTRACT_AS_TITLE
+
+
+def test_abstract_in_the_title_with_a_long_first_sentence_is_cut_at_a_word() -> None:
+    text = "word " * 80 + "end. Second sentence here."
+    doc = atom(Item(title=text, id="a", summary=""))
+    (e,) = parse_feed(doc, now=NOW).entries
+    assert e.title.endswith("word…") and len(e.title) <= 200
+    assert e.summary == text.strip()
+
+
+def test_long_title_over_a_real_summary_is_kept() -> None:
+    summary = "A real abstract that says what the paper does and how, in more than a few words."
+    doc = atom(Item(title=ABSTRACT_AS_TITLE, id="a", summary=summary))
+    (e,) = parse_feed(doc, now=NOW).entries
+    assert (e.title, e.summary) == (ABSTRACT_AS_TITLE, summary)
+
+
+def test_sample_feed_with_junk_and_abstract_titles_reads_cleanly() -> None:
+    root = Path(__file__).resolve().parent.parent
+    parsed = parse_feed((root / "examples/feeds/daily-papers-002.atom").read_bytes(), now=NOW)
+    assert parsed.skipped == 2  # the two "·" entries
+    assert all(any(c.isalnum() for c in e.title) for e in parsed.entries)
+    assert max(len(e.title) for e in parsed.entries) <= 200
+    moved = [e for e in parsed.entries if len(e.summary) > 1000 and "authors" not in e.summary]
+    assert any(e.title.startswith("We propose a goal-driven web navigation") for e in moved)
+
+
 def test_unsafe_links_are_dropped() -> None:
     doc = atom(Item(title="x", id="x", link="javascript:alert(1)"))
     (e,) = parse_feed(doc, now=NOW).entries

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import outbox, outbox_admin, session_scope
+from newsletter.db import outbox, outbox_admin, outbox_plan, session_scope
 from newsletter.db.leases import SCHEDULER_LEASE, acquire, holder_is_dead, holder_of, release
 from newsletter.errors import DatabaseError
 from newsletter.models import Suppression
@@ -41,9 +41,9 @@ def claim(engine: Engine, worker: str, *, now=NOW, limit: int = 100) -> list[out
 def test_ensure_digests_is_idempotent_per_subscriber_and_period(engine: Engine) -> None:
     a, b = add_subscribers(engine, ["a@example.org", "b@example.org"])
     with session_scope(engine) as s:
-        assert outbox.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW) == 2
+        assert outbox_plan.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW) == 2
     with session_scope(engine) as s:
-        assert outbox.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW) == 0
+        assert outbox_plan.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW) == 0
     assert [(d.subscriber_id, d.period, d.status) for d in digests(engine)] == [
         (a, "2026-06-15", "pending"),
         (b, "2026-06-15", "pending"),
@@ -53,9 +53,9 @@ def test_ensure_digests_is_idempotent_per_subscriber_and_period(engine: Engine) 
 def test_a_new_period_supersedes_an_unsent_older_one(engine: Engine) -> None:
     (a,) = add_subscribers(engine, ["a@example.org"])
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-14")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-14")], now=NOW)
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
     old, new = digests(engine)
     assert (old.status, old.error) == ("skipped", "superseded by the digest of 2026-06-15")
     assert new.status == "pending"
@@ -64,7 +64,7 @@ def test_a_new_period_supersedes_an_unsent_older_one(engine: Engine) -> None:
 def test_claims_are_disjoint_and_leased(engine: Engine) -> None:
     ids = add_subscribers(engine, [f"s{i}@example.org" for i in range(5)])
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(i, "2026-06-15") for i in ids], now=NOW)
+        outbox_plan.ensure_digests(s, [(i, "2026-06-15") for i in ids], now=NOW)
     first = claim(engine, "w1", limit=3)
     second = claim(engine, "w2", limit=10)
     assert len(first) == 3 and len(second) == 2
@@ -77,7 +77,7 @@ def test_claims_are_disjoint_and_leased(engine: Engine) -> None:
 def test_a_dead_holders_claims_are_free_at_once(engine: Engine) -> None:
     (a,) = add_subscribers(engine, ["a@example.org"])
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
     dead = dead_worker_id()
     assert holder_is_dead(dead)
     assert len(claim(engine, dead)) == 1
@@ -87,7 +87,7 @@ def test_a_dead_holders_claims_are_free_at_once(engine: Engine) -> None:
 def test_concurrent_claimers_never_share_a_row(engine: Engine) -> None:
     ids = add_subscribers(engine, [f"c{i}@example.org" for i in range(60)])
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(i, "2026-06-15") for i in ids], now=NOW)
+        outbox_plan.ensure_digests(s, [(i, "2026-06-15") for i in ids], now=NOW)
     got: dict[str, list[int]] = {}
     barrier = threading.Barrier(4)
 
@@ -129,7 +129,7 @@ def test_full_lifecycle_and_compare_and_set(engine: Engine) -> None:
         engine, ["Bilevel optimization", "Preference optimization"], first_seen=NOW
     )
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
     [c] = claim(engine, "w1")
     assert _sending(engine, "intruder", c.id, a, [e1, e2]) == "lost"
     assert _sending(engine, "w1", c.id, a, [e1, e2]) == "ok"
@@ -146,15 +146,15 @@ def test_full_lifecycle_and_compare_and_set(engine: Engine) -> None:
     )
     assert d.lease_until is None and d.sent_at == NOW
     with session_scope(engine) as s:
-        assert outbox.last_windows(s, [a]) == {a: NOW}
-        assert outbox.sent_entry_ids(s, [a]) == {a: {e1, e2}}
+        assert outbox_plan.last_windows(s, [a]) == {a: NOW}
+        assert outbox_plan.sent_entry_ids(s, [a]) == {a: {e1, e2}}
 
 
 def test_an_entry_already_sent_makes_a_draft_stale(engine: Engine) -> None:
     (a,) = add_subscribers(engine, ["a@example.org"])
     (e1,) = add_entries(engine, ["Bilevel optimization"], first_seen=NOW)
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-14"), (a, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-14"), (a, "2026-06-15")], now=NOW)
     # Both rows exist only if the older one was claimed before the newer was planned;
     # force that state to check the guard.
     d1, d2 = digests(engine)
@@ -178,7 +178,7 @@ def test_temporary_and_permanent_failures_free_the_entries(engine: Engine) -> No
     a, b = add_subscribers(engine, ["a@example.org", "b@example.org"])
     (e1,) = add_entries(engine, ["Bilevel optimization"], first_seen=NOW)
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW)
     ca, cb = claim(engine, "w1")
     assert _sending(engine, "w1", ca.id, a, [e1]) == "ok"
     assert _sending(engine, "w1", cb.id, b, [e1]) == "ok"
@@ -204,7 +204,7 @@ def test_temporary_and_permanent_failures_free_the_entries(engine: Engine) -> No
         # Leased by w2 now: nothing for another worker to wait for.
         assert outbox.next_retry_at(s, now=retry_at) is None
         # A failed digest does not move the window: its entries come in the next one.
-        assert outbox.last_windows(s, [a, b]) == {}
+        assert outbox_plan.last_windows(s, [a, b]) == {}
         assert outbox_admin.counts(s) == {
             "pending": 1,
             "sending": 0,
@@ -217,13 +217,13 @@ def test_temporary_and_permanent_failures_free_the_entries(engine: Engine) -> No
 def test_skipped_moves_the_window(engine: Engine) -> None:
     (a,) = add_subscribers(engine, ["a@example.org"])
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
     [c] = claim(engine, "w1")
     with session_scope(engine) as s:
         assert outbox.mark_skipped(
             s, c.id, "w1", window_start=NOW - timedelta(days=1), window_end=NOW
         )
-        assert outbox.last_windows(s, [a]) == {a: NOW}
+        assert outbox_plan.last_windows(s, [a]) == {a: NOW}
 
 
 def test_ambiguous_rows_and_settling_them(engine: Engine) -> None:
@@ -231,7 +231,7 @@ def test_ambiguous_rows_and_settling_them(engine: Engine) -> None:
     (e1,) = add_entries(engine, ["Bilevel optimization"], first_seen=NOW)
     dead = dead_worker_id()
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=NOW)
     ca, cb = claim(engine, dead)
     assert _sending(engine, dead, ca.id, a, [e1]) == "ok"  # then "killed"
     claim_live = claim(engine, "live-worker")  # b's row is free again (dead holder)
@@ -269,11 +269,11 @@ def test_schedule_rows_leave_out_the_unreachable(engine: Engine) -> None:
         s.get(Subscriber, ids[3]).deleted_at = NOW  # type: ignore[union-attr]
         s.add(Suppression(email="unsub@example.org", subscriber_id=ids[2], source="one-click"))
     with session_scope(engine) as s:
-        assert [r.email for r in outbox.schedule_rows(s)] == ["ok@example.org"]
-        assert [r.email for r in outbox.schedule_rows(s, emails=["OK@example.org"])] == [
+        assert [r.email for r in outbox_plan.schedule_rows(s)] == ["ok@example.org"]
+        assert [r.email for r in outbox_plan.schedule_rows(s, emails=["OK@example.org"])] == [
             "ok@example.org"
         ]
-        assert outbox.deliverable_ids(s, ids) == {ids[0]}
+        assert outbox_plan.deliverable_ids(s, ids) == {ids[0]}
 
 
 def test_scheduler_lease_has_one_holder(engine: Engine) -> None:

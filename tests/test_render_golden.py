@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.db.entries import to_article
 from newsletter.domain import Article, Keyword, Profile
 from newsletter.feeds import parse_feed
 from newsletter.matching import Matcher
-from newsletter.models import Entry
 from newsletter.render import RenderedEmail, Renderer
-from tests.support.digests import request, settings
+from tests.support.digests import request, settings, stored_articles
 
 HERE = Path(__file__).resolve().parent
 FEED = HERE / "fixtures" / "golden_feed.atom"
@@ -48,23 +46,7 @@ PROFILE = Profile(
 
 def _articles() -> list[Article]:
     parsed = parse_feed(FEED.read_bytes(), base_url="https://example.org/feed", now=NOW)
-    out = []
-    for i, p in enumerate(parsed.entries, start=1):
-        upvotes = p.extra.get("hf:upvotes")
-        entry = Entry(
-            id=i,
-            title=p.title,
-            summary=p.summary,
-            link=p.link,
-            authors=list(p.authors),
-            categories=list(p.categories),
-            extra=dict(p.extra),
-            upvotes=int(upvotes) if upvotes else None,
-            published_at=p.published,
-            first_seen_at=NOW,
-        )
-        out.append(to_article(entry, feed_name="golden"))
-    return out
+    return stored_articles(parsed.entries, first_id=1, feed_name="golden", now=NOW)
 
 
 def _render(renderer: Renderer, profile: Profile) -> RenderedEmail:

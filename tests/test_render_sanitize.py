@@ -12,12 +12,10 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from newsletter.db.entries import to_article
 from newsletter.domain import Article, Hit, Match
 from newsletter.feeds import parse_feed
-from newsletter.models import Entry
 from newsletter.render import Renderer
-from tests.support.digests import profile, request, settings
+from tests.support.digests import profile, request, settings, stored_articles
 
 SANITIZE = (
     Path(__file__).resolve().parent.parent.parent
@@ -32,22 +30,9 @@ JS_URL = re.compile(r"javascript\s*:", re.IGNORECASE)
 def ingested(path: Path, start_id: int) -> list[Article]:
     """The product's path: feedparser + the ingest normaliser, stored as an Entry."""
     parsed = parse_feed(path.read_bytes(), base_url=f"http://127.0.0.1/{path.name}", now=NOW)
-    out = []
-    for i, p in enumerate(parsed.entries):
-        entry = Entry(
-            id=start_id + i,
-            title=p.title,
-            summary=p.summary,
-            link=p.link,
-            authors=list(p.authors),
-            categories=list(p.categories),
-            extra=dict(p.extra),
-            upvotes=None,
-            published_at=p.published,
-            first_seen_at=NOW,
-        )
-        out.append(to_article(entry, feed_name=path.stem))
-    return out
+    return stored_articles(
+        parsed.entries, first_id=start_id, feed_name=path.stem, now=NOW, upvotes=False
+    )
 
 
 def raw(path: Path, start_id: int) -> list[Article]:

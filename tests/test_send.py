@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings, settings_from_mapping
-from newsletter.db import outbox, session_scope
+from newsletter.db import outbox_plan, session_scope
 from newsletter.db.entries import last_run
 from newsletter.delivery import PreviewSender, SmtpSender
 from newsletter.errors import NewsletterError, RenderError
@@ -257,7 +257,7 @@ def test_catch_up_merges_missed_days_into_one_digest(
     assert entry_ids_received(smtp_server, "ada@example.org") == [[before], new]
     assert [d.period for d in digests(engine)] == ["2026-06-15", "2026-06-18"]
     with session_scope(engine) as s:
-        assert outbox.sent_entry_ids(s, [sid]) == {sid: {before, *new}}
+        assert outbox_plan.sent_entry_ids(s, [sid]) == {sid: {before, *new}}
 
 
 @pytest.mark.parametrize(
@@ -338,7 +338,7 @@ def test_unsubscribed_after_planning_gets_nothing(
     a, b = add_subscribers(engine, ["a@example.org", "b@example.org"])
     add_entries(engine, ["Bilevel optimization"], first_seen=DAY0 - timedelta(hours=1))
     with session_scope(engine) as s:
-        outbox.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=DAY0)
+        outbox_plan.ensure_digests(s, [(a, "2026-06-15"), (b, "2026-06-15")], now=DAY0)
         s.add(Suppression(email="b@example.org", subscriber_id=b, source="one-click"))
     summary = run(engine, make_settings(smtp_server, tmp_path), ManualClock(DAY0))
     assert (summary.sent, summary.skipped) == (1, 1)

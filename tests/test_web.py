@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import shutil
@@ -24,7 +23,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, func, select, update
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from newsletter.config import Settings, load_settings, settings_from_mapping
 from newsletter.db import session_scope
@@ -41,6 +39,8 @@ from newsletter.errors import ConfigError, DatabaseError
 from newsletter.models import Subscriber, Suppression
 from newsletter.tokens import form_key, make_token, secret_from_settings
 from newsletter.web import create_app, create_wsgi_app, mask_email
+from tests.support.http import serve_wsgi
+from tests.support.sending import cli_env
 from tests.support.smtp import SmtpTestServer
 from tests.support.unsubscribe import SECRET as SAMPLE_SECRET
 from tests.support.unsubscribe import SampleSite, list_unsubscribe_urls, make_sample_site
@@ -361,15 +361,8 @@ def test_mask_email() -> None:
 @pytest.fixture
 def live(site: Site) -> Iterator[str]:
     """The app on a real threaded server at 127.0.0.1, on a free port."""
-    server: BaseWSGIServer = make_server("127.0.0.1", 0, site.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_wsgi(site.app) as url:
+        yield url
 
 
 def _post(url: str, data: dict[str, str]) -> tuple[int, str]:
@@ -431,13 +424,6 @@ def _write_config(tmp_path: Path, db_url: str, **newsletter: str) -> Path:
     return cfg
 
 
-def _process_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
 class _Lines:
     """Lines of a child's stream, read by a thread, so a test can wait for one."""
 
@@ -489,7 +475,7 @@ def test_gunicorn_serves_the_wsgi_factory(engine: Engine, db_url: str, tmp_path:
             "newsletter.web:create_wsgi_app(proxies=1)",
         ],
         cwd=tmp_path,
-        env=_process_env(NEWSLETTER_CONFIG=str(cfg), NEWSLETTER_SECRET_KEY=secret),
+        env=cli_env(secret=secret, NEWSLETTER_CONFIG=str(cfg)),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -544,7 +530,7 @@ def test_serve_command_in_preview_mode(engine: Engine, db_url: str, tmp_path: Pa
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "--config", str(cfg), "serve", "--port", "0"],
         cwd=tmp_path,
-        env=_process_env(),
+        env=cli_env(secret=None),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -567,7 +553,7 @@ def test_serve_command_refuses_smtp_without_secret(tmp_path: Path, sqlite_engine
     proc = subprocess.run(
         [sys.executable, "-m", "newsletter", "--config", str(cfg), "serve", "--port", "0"],
         cwd=tmp_path,
-        env=_process_env(),
+        env=cli_env(secret=None),
         capture_output=True,
         text=True,
         timeout=60,

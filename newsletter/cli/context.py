@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import click
 from sqlalchemy import Engine
@@ -51,3 +52,9 @@ class AppContext:
 
 
 pass_app = click.make_pass_decorator(AppContext)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One ``error:`` line and exit ``code``, the same under ``main`` and click's runner."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)

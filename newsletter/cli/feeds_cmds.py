@@ -8,11 +8,9 @@ import tomllib
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 
 from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import status_command
 from newsletter.config import bundled_dir
 from newsletter.errors import NewsletterError
@@ -140,30 +138,14 @@ def init_command(directory: Path, force: bool) -> None:
     )
 
 
-class _Bar:
-    """A rich progress bar on stderr, removed when done so the summary stays clean."""
+class _Bar(ProgressBar):
+    """The bar of ``fetch``: one step per feed, named."""
 
     def __init__(self) -> None:
-        self._progress = RichProgress(
-            TextColumn("fetching"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._task = self._progress.add_task("", total=None)
-
-    def start(self, total: int) -> None:
-        self._progress.update(self._task, total=total)
-        self._progress.start()
+        super().__init__("fetching")
 
     def advance(self, report: FeedReport) -> None:
-        self._progress.update(self._task, advance=1, description=report.name)
-
-    def stop(self) -> None:
-        self._progress.stop()
+        self.step(report.name)
 
 
 def _counts(r: FeedReport) -> str:

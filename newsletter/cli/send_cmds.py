@@ -12,12 +12,11 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 from rich.table import Table
 from sqlalchemy.orm import Session
 
 from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import Section, iso, status_section, when
 from newsletter.db import outbox, outbox_admin, session_scope
 from newsletter.db.entries import last_run
@@ -27,31 +26,14 @@ from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
 from newsletter.scheduler import DigestScheduler
 
 
-class _Bar:
-    """A progress bar on stderr, removed when done so the summary stays clean."""
+class _Bar(ProgressBar):
+    """The bar of ``send``: one step per digest, with its outcome and recipient."""
 
     def __init__(self) -> None:
-        self._progress = RichProgress(
-            TextColumn("sending"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._task: Any = None
-
-    def start(self, total: int) -> None:
-        self._progress.start()
-        self._task = self._progress.add_task("", total=total)
+        super().__init__("sending")
 
     def advance(self, outcome: Outcome, recipient: str) -> None:
-        if self._task is not None:
-            self._progress.update(self._task, advance=1, description=f"{outcome} {recipient}")
-
-    def close(self) -> None:
-        self._progress.stop()
+        self.step(f"{outcome} {recipient}")
 
 
 @contextmanager
@@ -144,7 +126,7 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
             )
     finally:
         if bar is not None:
-            bar.close()
+            bar.stop()
     if dry_run:
         _print_plan(summary)
         return

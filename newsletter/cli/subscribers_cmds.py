@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.context import AppContext, fail, pass_app
 from newsletter.db import session_scope
 from newsletter.db.articles import candidate_windows
 from newsletter.db.subscribers import (
@@ -37,11 +37,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
-
-
 def _one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn a core error into one line and its exit code, also under click's runner."""
 
@@ -54,7 +49,7 @@ def _one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
             app = ctx.find_object(AppContext) if ctx else None
             if app is not None and app.debug:
                 raise
-            _fail(str(e), e.exit_code)
+            fail(str(e), e.exit_code)
 
     return wrapper
 
@@ -271,7 +266,7 @@ def match_cmd(
     with session_scope(app.engine) as session:
         sid = subscriber_id(session, email)
         if sid is None:
-            _fail(f"no subscriber with address {email.strip()} (is the profile synced?)")
+            fail(f"no subscriber with address {email.strip()} (is the profile synced?)")
         profile = load_profiles(session, [sid], include_suppressed=True)[sid]
         articles, windows = candidate_windows(
             session, [sid], now=now, since=since_at, frequency_of={sid: profile.frequency}

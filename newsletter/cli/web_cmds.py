@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import signal
 from types import FrameType
-from typing import NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 from werkzeug.serving import make_server
 
-from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.context import AppContext, fail, pass_app
 from newsletter.db import session_scope
 from newsletter.db.subscribers import subscriber_id
 from newsletter.db.suppressions import (
@@ -36,12 +35,6 @@ OPERATOR_SOURCES = ("operator", "mailto")
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def _fail(message: str) -> NoReturn:
-    """One line and exit 1, the same under ``main`` and click's test runner."""
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(1)
 
 
 @click.command("serve")
@@ -96,7 +89,7 @@ def unsubscribe_cmd(app: AppContext, email: str, source: str) -> None:
     address = normalise_email(email)
     problem = email_problem(address)
     if problem:
-        _fail(f"{email.strip()!r}: {problem}")
+        fail(f"{email.strip()!r}: {problem}")
     with session_scope(app.engine) as session:
         found = subscriber_id(session, address)
         added = suppress(session, email=address, subscriber_id=found, source=src)
@@ -124,7 +117,7 @@ def resubscribe_cmd(app: AppContext, email: str) -> None:
     with session_scope(app.engine) as session:
         removed = unsuppress(session, address)
     if not removed:
-        _fail(f"{address} is not unsubscribed")
+        fail(f"{address} is not unsubscribed")
     click.echo(f"re-subscribed {address}")
 
 
@@ -137,7 +130,7 @@ def revoke_links_cmd(app: AppContext, email: str) -> None:
     with session_scope(app.engine) as session:
         found = subscriber_id(session, address)
         if found is None:
-            _fail(f"no subscriber with address {address}")
+            fail(f"no subscriber with address {address}")
         version = revoke_links(session, found)
     click.echo(f"revoked the links of {address}; new links use version {version}")
 

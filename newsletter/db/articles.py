@@ -15,13 +15,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.db import outbox
+from newsletter.db import outbox_plan
+from newsletter.db.core import chunks
 from newsletter.db.entries import to_article
 from newsletter.domain import Article
 from newsletter.models import DigestEntry, Entry, Feed
+from newsletter.periods import period_length
 
-CHUNK = 500  # bound parameters per IN (...) list
-PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 _TICK = timedelta(microseconds=1)  # the resolution of stored times on both backends
 
 
@@ -63,12 +63,41 @@ def window_start(
     """
     start = last_end
     if start is None or start >= end:
-        start = end - PERIODS.get(frequency, PERIODS["daily"])
+        start = end - period_length(frequency)
         if owed_from is not None:
             start = min(start, owed_from)
     if since is not None:
         start = min(start, since - _TICK)
     return start
+
+
+def window_starts(
+    session: Session,
+    subscriber_ids: Sequence[int],
+    *,
+    end: datetime,
+    frequency_of: Mapping[int, str],
+    since: datetime | None = None,
+) -> dict[int, datetime]:
+    """:func:`window_start` of each subscriber for windows ending at ``end``, in bulk.
+
+    The one place the rule meets the outbox, so a send and a preview agree on where
+    each subscriber's entries begin. Subscribers missing from ``frequency_of`` are
+    taken as daily.
+    """
+    ids = list(dict.fromkeys(subscriber_ids))
+    last = outbox_plan.last_windows(session, ids)
+    owed = outbox_plan.failed_window_starts(session, ids)
+    return {
+        sid: window_start(
+            frequency_of.get(sid, "daily"),
+            end=end,
+            last_end=last.get(sid),
+            owed_from=owed.get(sid),
+            since=since,
+        )
+        for sid in ids
+    }
 
 
 def candidate_windows(
@@ -89,18 +118,7 @@ def candidate_windows(
     ids = list(dict.fromkeys(subscriber_ids))
     if not ids:
         return [], {}
-    last = outbox.last_windows(session, ids)
-    owed = outbox.failed_window_starts(session, ids)
-    starts = {
-        sid: window_start(
-            frequency_of.get(sid, "daily"),
-            end=now,
-            last_end=last.get(sid),
-            owed_from=owed.get(sid),
-            since=since,
-        )
-        for sid in ids
-    }
+    starts = window_starts(session, ids, end=now, frequency_of=frequency_of, since=since)
     lowest = min(starts.values())
     articles = load_candidates(session, since=lowest, until=now)
     already = _already_sent(session, ids, since=lowest, until=now)
@@ -117,12 +135,12 @@ def _already_sent(
 ) -> dict[int, set[int]]:
     """Entries of the window already put in a digest of each subscriber."""
     out: dict[int, set[int]] = defaultdict(set)
-    for i in range(0, len(ids), CHUNK):
+    for chunk in chunks(ids):
         rows = session.execute(
             select(DigestEntry.subscriber_id, DigestEntry.entry_id)
             .join(Entry, Entry.id == DigestEntry.entry_id)
             .where(
-                DigestEntry.subscriber_id.in_(ids[i : i + CHUNK]),
+                DigestEntry.subscriber_id.in_(chunk),
                 Entry.first_seen_at > since,
                 Entry.first_seen_at <= until,
             )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -19,6 +19,18 @@ from sqlalchemy.orm import Session
 from newsletter.errors import DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Bound parameters per IN (...) list and rows per multi-row VALUES: well under
+# SQLite's and PostgreSQL's limits.
+CHUNK = 500
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices of ``size``, so a bulk query stays within those limits."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from sqlalchemy import distinct, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import FeedSettings
+from newsletter.db.core import chunks
 from newsletter.domain import Article, ParsedEntry
 from newsletter.models import Entry, EntrySource, Feed, Run
 
-# Bound parameters per IN (...) list: well under SQLite's and PostgreSQL's limits.
-CHUNK = 500
-
 FeedStatus = Literal["ok", "warning", "not-modified", "error", "gone"]
-
-T = TypeVar("T")
-
-
-def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
 
 # -- feeds ---------------------------------------------------------------------------
 
@@ -194,7 +184,7 @@ def store_entries(
         return StoreResult()
     guids = [p.guid for p in batch]
     known_guid: dict[str, int] = {}
-    for part in _chunks(guids):
+    for part in chunks(guids):
         rows = session.execute(
             select(EntrySource.guid, EntrySource.entry_id).where(
                 EntrySource.feed_id == feed_id, EntrySource.guid.in_(part)
@@ -204,12 +194,12 @@ def store_entries(
     keys = list({p.dedupe_key for p in batch if p.guid not in known_guid})
     stored: dict[int, Entry] = {}
     by_key: dict[str, int] = {}
-    for key_part in _chunks(keys):
+    for key_part in chunks(keys):
         for e in session.scalars(select(Entry).where(Entry.dedupe_key.in_(key_part))):
             stored[e.id] = e
             by_key[e.dedupe_key] = e.id
     missing_ids = list(set(known_guid.values()) - stored.keys())
-    for id_part in _chunks(missing_ids):
+    for id_part in chunks(missing_ids):
         for e in session.scalars(select(Entry).where(Entry.id.in_(id_part))):
             stored[e.id] = e
 

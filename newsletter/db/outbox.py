@@ -14,23 +14,25 @@ SKIP LOCKED``; SQLite serialises writers already (``BEGIN IMMEDIATE`` in ``db.co
 
 A row in ``sending`` is never picked up again automatically: the process that set it
 may have handed the message to the server just before dying. ``settle`` resolves it.
+
+This module holds the states and their transitions; ``outbox_plan`` decides which rows
+exist (who is due) and reads what each subscriber has had; ``outbox_admin`` is the
+operator's view.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from typing import Literal, TypeVar
+from datetime import datetime, timedelta
+from typing import Literal
 
-from sqlalchemy import delete, exists, func, or_, select, update
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
+from newsletter.db.core import chunks
 from newsletter.db.leases import dialect_insert, holder_is_dead
-from newsletter.errors import DatabaseError
-from newsletter.models import Digest, DigestEntry, Subscriber, Suppression
+from newsletter.models import Digest, DigestEntry
 
 PENDING = "pending"
 SENDING = "sending"
@@ -38,26 +40,6 @@ SENT = "sent"
 FAILED = "failed"
 SKIPPED = "skipped"
 STATES: tuple[str, ...] = (PENDING, SENDING, SENT, FAILED, SKIPPED)
-_CHUNK = 500  # bounds IN (...) lists and multi-row VALUES
-
-T = TypeVar("T")
-
-
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-@dataclass(frozen=True, slots=True)
-class ScheduleRow:
-    """A subscriber who may receive mail, with what due-ness needs (``periods.Schedulable``)."""
-
-    subscriber_id: int
-    email: str
-    frequency: str
-    weekday: int
-    send_time: time | None
-    timezone: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,133 +53,6 @@ class Claim:
 
 
 MarkResult = Literal["ok", "lost", "stale"]
-
-
-def _parse_time(value: str | None) -> time | None:
-    if not value:
-        return None
-    try:
-        return time.fromisoformat(value)
-    except ValueError as e:
-        raise DatabaseError(f"subscriber send_time {value!r} is not HH:MM") from e
-
-
-def _deliverable() -> list[ColumnElement[bool]]:
-    """Subscribers mail may go to: active, file not deleted, not on the suppression list
-    (by address or by id — the rule of ``db.subscribers``)."""
-    return [
-        Subscriber.active.is_(True),
-        Subscriber.deleted_at.is_(None),
-        ~exists().where(Suppression.email == Subscriber.email),
-        ~exists().where(Suppression.subscriber_id == Subscriber.id),
-    ]
-
-
-def schedule_rows(session: Session, *, emails: Sequence[str] | None = None) -> list[ScheduleRow]:
-    """Every deliverable subscriber (or those of ``emails``) with their schedule."""
-    stmt = (
-        select(
-            Subscriber.id,
-            Subscriber.email,
-            Subscriber.frequency,
-            Subscriber.weekday,
-            Subscriber.send_time,
-            Subscriber.timezone,
-        )
-        .where(*_deliverable())
-        .order_by(Subscriber.id)
-    )
-    if emails is not None:
-        wanted = [e.strip().lower() for e in emails]
-        stmt = stmt.where(func.lower(Subscriber.email).in_(wanted))
-    return [
-        ScheduleRow(r.id, r.email, r.frequency, r.weekday, _parse_time(r.send_time), r.timezone)
-        for r in session.execute(stmt)
-    ]
-
-
-def deliverable_ids(session: Session, subscriber_ids: Sequence[int]) -> set[int]:
-    """Which of these subscribers may still be mailed (checked again right before sending)."""
-    found: set[int] = set()
-    for chunk in _chunks(list(subscriber_ids)):
-        found.update(
-            session.scalars(select(Subscriber.id).where(Subscriber.id.in_(chunk), *_deliverable()))
-        )
-    return found
-
-
-def closed_periods(session: Session, due: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
-    """Which (subscriber, period) pairs already have a digest that is not pending."""
-    by_period: dict[str, list[int]] = defaultdict(list)
-    for sid, period in due:
-        by_period[period].append(sid)
-    closed: set[tuple[int, str]] = set()
-    for period, sids in by_period.items():
-        for chunk in _chunks(sids):
-            rows = session.execute(
-                select(Digest.subscriber_id).where(
-                    Digest.period == period,
-                    Digest.subscriber_id.in_(chunk),
-                    Digest.status != PENDING,
-                )
-            )
-            closed.update((sid, period) for (sid,) in rows)
-    return closed
-
-
-def ensure_digests(session: Session, due: Sequence[tuple[int, str]], *, now: datetime) -> int:
-    """Create a pending digest for each due (subscriber, period) that has none; bulk.
-
-    An older digest of the same subscriber still pending (say, yesterday's, waiting for
-    the SMTP server to come back) is closed as superseded: the new one carries
-    everything not yet sent, so the subscriber gets one digest, not two.
-    """
-    created = 0
-    for chunk in _chunks(list(due)):
-        stmt = (
-            dialect_insert(session, Digest)
-            .values(
-                [
-                    {
-                        "subscriber_id": sid,
-                        "period": period,
-                        "status": PENDING,
-                        "n_entries": 0,
-                        "attempts": 0,
-                        "created_at": now,
-                    }
-                    for sid, period in chunk
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "period"])
-            .returning(Digest.id)
-        )
-        created += len(session.execute(stmt).all())
-    by_period: dict[str, list[int]] = defaultdict(list)
-    for sid, period in due:
-        by_period[period].append(sid)
-    newer = aliased(Digest)
-    for period, sids in by_period.items():
-        for ids in _chunks(sids):
-            session.execute(
-                update(Digest)
-                .where(
-                    Digest.subscriber_id.in_(ids),
-                    Digest.status == PENDING,
-                    Digest.period != period,
-                    Digest.id
-                    < select(newer.id)
-                    .where(newer.subscriber_id == Digest.subscriber_id, newer.period == period)
-                    .scalar_subquery(),
-                )
-                .values(
-                    status=SKIPPED,
-                    error=f"superseded by the digest of {period}",
-                    claimed_by=None,
-                    lease_until=None,
-                )
-            )
-    return created
 
 
 def _dead_holders(session: Session, now: datetime) -> list[str]:
@@ -242,7 +97,7 @@ def claim_batch(
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=Digest)
     claims = [Claim(r.id, r.subscriber_id, r.period, r.attempts) for r in session.execute(stmt)]
-    for chunk in _chunks([c.id for c in claims]):
+    for chunk in chunks([c.id for c in claims]):
         session.execute(
             update(Digest)
             .where(Digest.id.in_(chunk))
@@ -254,7 +109,7 @@ def claim_batch(
 def renew_claims(session: Session, worker: str, ids: Sequence[int], *, until: datetime) -> int:
     """Extend this worker's leases (pending or sending) on ``ids``; how many it still holds."""
     held = 0
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         held += len(
             session.execute(
                 update(Digest)
@@ -279,7 +134,7 @@ def release_claims(
 ) -> int:
     """Give back pending digests this worker did not get to (no attempt is charged)."""
     released = 0
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         values: dict[str, object] = {"claimed_by": None, "lease_until": None}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
@@ -292,58 +147,6 @@ def release_claims(
             ).all()
         )
     return released
-
-
-def last_windows(session: Session, subscriber_ids: Sequence[int]) -> dict[int, datetime]:
-    """Where each subscriber's next digest starts: the end of the last one sent (or skipped).
-
-    A ``sending`` digest counts as sent — its entries may have reached the subscriber —
-    and a ``failed`` one does not, so what it held comes again in the next digest.
-    """
-    out: dict[int, datetime] = {}
-    for chunk in _chunks(list(subscriber_ids)):
-        rows = session.execute(
-            select(Digest.subscriber_id, func.max(Digest.window_end))
-            .where(
-                Digest.subscriber_id.in_(chunk),
-                Digest.status.in_((SENT, SENDING, SKIPPED)),
-                Digest.window_end.is_not(None),
-            )
-            .group_by(Digest.subscriber_id)
-        )
-        out.update({sid: end for sid, end in rows if end is not None})
-    return out
-
-
-def failed_window_starts(session: Session, subscriber_ids: Sequence[int]) -> dict[int, datetime]:
-    """Where the earliest failed digest of each subscriber began (its entries are owed)."""
-    out: dict[int, datetime] = {}
-    for chunk in _chunks(list(subscriber_ids)):
-        rows = session.execute(
-            select(Digest.subscriber_id, func.min(Digest.window_start))
-            .where(
-                Digest.subscriber_id.in_(chunk),
-                Digest.status == FAILED,
-                Digest.window_start.is_not(None),
-            )
-            .group_by(Digest.subscriber_id)
-        )
-        out.update({sid: start for sid, start in rows if start is not None})
-    return out
-
-
-def sent_entry_ids(session: Session, subscriber_ids: Sequence[int]) -> dict[int, set[int]]:
-    """Entries already put in a digest (sent or ambiguous) of each subscriber."""
-    out: dict[int, set[int]] = defaultdict(set)
-    for chunk in _chunks(list(subscriber_ids)):
-        rows = session.execute(
-            select(DigestEntry.subscriber_id, DigestEntry.entry_id).where(
-                DigestEntry.subscriber_id.in_(chunk)
-            )
-        )
-        for sid, eid in rows:
-            out[sid].add(eid)
-    return dict(out)
 
 
 def mark_sending(
@@ -386,7 +189,7 @@ def mark_sending(
     session.execute(delete(DigestEntry).where(DigestEntry.digest_id == digest_id))
     inserted = 0
     ranked = [(eid, score, rank) for rank, (eid, score) in enumerate(entries, start=1)]
-    for chunk in _chunks(ranked):
+    for chunk in chunks(ranked):
         inserted += len(
             session.execute(
                 dialect_insert(session, DigestEntry)
@@ -530,19 +333,6 @@ def mark_failed(
         return False
     forget_entries(session, digest_id)
     return True
-
-
-def recipients(session: Session, subscriber_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """(email, frequency) of each subscriber, in bulk."""
-    out: dict[int, tuple[str, str]] = {}
-    for chunk in _chunks(list(subscriber_ids)):
-        rows = session.execute(
-            select(Subscriber.id, Subscriber.email, Subscriber.frequency).where(
-                Subscriber.id.in_(chunk)
-            )
-        )
-        out.update({sid: (email, freq) for sid, email, freq in rows})
-    return out
 
 
 def pending_count(

@@ -3,37 +3,30 @@
 A sync reads every subscriber once, then inserts, updates and deactivates in bulk
 (a handful of statements for 10,000 profiles). It never touches ``suppressions``:
 an unsubscribe always wins over ``active: true`` in YAML. Whether mail may go out is
-"effectively active": active in YAML, its profile still present, and not suppressed.
+"effectively active": active in YAML, its profile still present, and not suppressed
+(:func:`newsletter.db.suppressions.deliverable_clauses`, the rule the outbox uses too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import ColumnElement, exists, insert, or_, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.db.core import chunks
+from newsletter.db.suppressions import deliverable_clauses, suppressed_clause
 from newsletter.domain import FIELDS, Field, Frequency, Keyword, Profile
 from newsletter.errors import DatabaseError
 from newsletter.models import Subscriber, Suppression
 
-CHUNK = 500  # bound parameters per IN (...) list
-
 Status = Literal["active", "inactive", "deleted", "unsubscribed"]
 STATUSES: tuple[Status, ...] = get_args(Status)
-
-T = TypeVar("T")
-
-
-def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
 
 # -- stored form -----------------------------------------------------------------------
 
@@ -193,7 +186,7 @@ def sync_subscribers(
         session.execute(insert(Subscriber), to_insert)
     if to_update:
         session.execute(update(Subscriber), to_update)
-    for chunk in _chunks(to_deactivate):
+    for chunk in chunks(to_deactivate):
         session.execute(
             update(Subscriber)
             .where(Subscriber.id.in_(chunk))
@@ -222,25 +215,10 @@ def _suppressed_among(session: Session, emails: Sequence[str]) -> set[str]:
 # -- reading ---------------------------------------------------------------------------
 
 
-def _is_suppressed() -> ColumnElement[bool]:
-    """The subscriber is on the suppression list, by address or by id.
-
-    Two EXISTS rather than one with OR, so each uses its index.
-    """
-    return or_(
-        exists().where(Suppression.email == Subscriber.email),
-        exists().where(Suppression.subscriber_id == Subscriber.id),
-    )
-
-
-def _effectively_active() -> list[ColumnElement[bool]]:
-    return [Subscriber.active.is_(True), Subscriber.deleted_at.is_(None), ~_is_suppressed()]
-
-
 def active_subscriber_ids(session: Session) -> list[int]:
     """Every subscriber mail may go to (active, profile present, not unsubscribed)."""
     return list(
-        session.scalars(select(Subscriber.id).where(*_effectively_active()).order_by(Subscriber.id))
+        session.scalars(select(Subscriber.id).where(*deliverable_clauses()).order_by(Subscriber.id))
     )
 
 
@@ -252,10 +230,10 @@ def load_profiles(
     Unknown ids, and unsubscribed ones unless ``include_suppressed``, are left out.
     """
     out: dict[int, Profile] = {}
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         stmt = select(Subscriber).where(Subscriber.id.in_(chunk))
         if not include_suppressed:
-            stmt = stmt.where(~_is_suppressed())
+            stmt = stmt.where(~suppressed_clause())
         for sub in session.scalars(stmt):
             out[sub.id] = _to_profile(sub)
     return out
@@ -263,11 +241,8 @@ def load_profiles(
 
 def is_suppressed(session: Session, subscriber_id: int) -> bool:
     """True when this subscriber unsubscribed (by address or by id)."""
-    return bool(
-        session.scalar(
-            select(_is_suppressed()).select_from(Subscriber).where(Subscriber.id == subscriber_id)
-        )
-    )
+    stmt = select(suppressed_clause()).select_from(Subscriber)
+    return bool(session.scalar(stmt.where(Subscriber.id == subscriber_id)))
 
 
 def subscriber_id(session: Session, email: str) -> int | None:
@@ -278,7 +253,7 @@ def subscriber_id(session: Session, email: str) -> int | None:
 def token_versions(session: Session, ids: Sequence[int]) -> dict[int, int]:
     """Each subscriber's unsubscribe-link version, in bulk."""
     out: dict[int, int] = {}
-    for chunk in _chunks(list(ids)):
+    for chunk in chunks(list(ids)):
         rows = session.execute(
             select(Subscriber.id, Subscriber.token_version).where(Subscriber.id.in_(chunk))
         )
@@ -304,7 +279,7 @@ def list_subscribers(
     session: Session, *, include_deleted: bool = False, ids: Sequence[int] | None = None
 ) -> list[SubscriberInfo]:
     """Subscribers (all, or those of ``ids``) with their effective status, by address."""
-    stmt = select(Subscriber, _is_suppressed()).order_by(Subscriber.email)
+    stmt = select(Subscriber, suppressed_clause()).order_by(Subscriber.email)
     if not include_deleted:
         stmt = stmt.where(Subscriber.deleted_at.is_(None))
     if ids is not None:

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.db.core import chunks
 from newsletter.db.leases import dialect_insert
 from newsletter.errors import DatabaseError
 from newsletter.models import Subscriber, Suppression, utcnow
@@ -25,7 +26,6 @@ SOURCES: tuple[Source, ...] = get_args(Source)
 # Sources a subscriber may undo from the web page; an operator's decision (a complaint,
 # a bounce) is not theirs to reverse.
 SELF_SERVICE: frozenset[str] = frozenset({"one-click", "page", "mailto"})
-_CHUNK = 500  # bound the size of IN (...) lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +102,30 @@ def get_suppression(session: Session, email: str) -> SuppressionInfo | None:
     return SuppressionInfo(s.email, s.source, s.created_at, s.subscriber_id, name)
 
 
+def suppressed_clause() -> ColumnElement[bool]:
+    """SQL: the subscriber row is on the suppression list, by address or by id.
+
+    Two EXISTS rather than one with OR, so each uses its index.
+    """
+    return or_(
+        exists().where(Suppression.email == Subscriber.email),
+        exists().where(Suppression.subscriber_id == Subscriber.id),
+    )
+
+
+def deliverable_clauses() -> list[ColumnElement[bool]]:
+    """SQL: subscribers mail may go to — active, file not deleted, not suppressed.
+
+    The one definition shared by syncing, planning and the check right before a send.
+    """
+    return [
+        Subscriber.active.is_(True),
+        Subscriber.deleted_at.is_(None),
+        ~exists().where(Suppression.email == Subscriber.email),
+        ~exists().where(Suppression.subscriber_id == Subscriber.id),
+    ]
+
+
 def is_suppressed(session: Session, email: str) -> bool:
     return session.scalar(select(Suppression.id).where(Suppression.email == email)) is not None
 
@@ -122,8 +146,7 @@ def suppressed_emails(session: Session, emails: Iterable[str]) -> set[str]:
     """Which of a batch of addresses are suppressed: one query per 500 addresses."""
     wanted = list(dict.fromkeys(emails))
     found: set[str] = set()
-    for i in range(0, len(wanted), _CHUNK):
-        chunk = wanted[i : i + _CHUNK]
+    for chunk in chunks(wanted):
         found.update(session.scalars(select(Suppression.email).where(Suppression.email.in_(chunk))))
     return found
 

@@ -36,7 +36,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.db import outbox, outbox_admin, session_scope
+from newsletter.db import outbox, outbox_admin, outbox_plan, session_scope
+from newsletter.db.articles import window_starts
 from newsletter.db.entries import finish_run, start_run
 from newsletter.db.leases import new_worker_id
 from newsletter.delivery import (
@@ -46,7 +47,7 @@ from newsletter.delivery import (
     backoff_seconds,
 )
 from newsletter.errors import ConfigError, DeliveryError, NewsletterError
-from newsletter.periods import due_period, period_key, period_length
+from newsletter.periods import due_period, period_key
 from newsletter.pipeline.drafts import ComposeFn, ComposerAdapter, ComposeRequest, Draft
 from newsletter.pipeline.send_report import (
     Outcome,
@@ -122,7 +123,7 @@ class SendRun:
     def due(self, session: Session, now: datetime) -> list[tuple[int, str]]:
         """(subscriber id, period) of every subscriber whose digest is due at ``now``."""
         nl = self.settings.newsletter
-        rows = outbox.schedule_rows(session, emails=self.options.emails)
+        rows = outbox_plan.schedule_rows(session, emails=self.options.emails)
         if self.options.emails is not None:
             found = {r.email.lower() for r in rows}
             missing = [e for e in self.options.emails if e.strip().lower() not in found]
@@ -150,19 +151,13 @@ class SendRun:
         self, session: Session, claims: Sequence[outbox.Claim], now: datetime
     ) -> list[ComposeRequest]:
         ids = [c.subscriber_id for c in claims]
-        windows = outbox.last_windows(session, ids)
-        owed = outbox.failed_window_starts(session, ids)
-        who = outbox.recipients(session, ids)
-        out: list[ComposeRequest] = []
-        for c in claims:
-            start = windows.get(c.subscriber_id)
-            if start is None or start >= now:
-                # A first digest looks back one period — or further, to a failed one.
-                start = now - period_length(who.get(c.subscriber_id, ("", "daily"))[1])
-                if c.subscriber_id in owed:
-                    start = min(start, owed[c.subscriber_id])
-            out.append(ComposeRequest(c.id, c.subscriber_id, c.period, start, now))
-        return out
+        who = outbox_plan.recipients(session, ids)
+        frequency = {sid: freq for sid, (_, freq) in who.items()}
+        starts = window_starts(session, ids, end=now, frequency_of=frequency)
+        return [
+            ComposeRequest(c.id, c.subscriber_id, c.period, starts[c.subscriber_id], now)
+            for c in claims
+        ]
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -171,14 +166,14 @@ class SendRun:
         now = self.clock.now()
         with Session(self.engine) as session:
             due = self.due(session, now)
-            closed = outbox.closed_periods(session, due)
+            closed = outbox_plan.closed_periods(session, due)
             todo = [(sid, p) for sid, p in due if (sid, p) not in closed]
             batch = self.settings.newsletter.batch_size
             for i in range(0, len(todo), batch):
                 claims = [outbox.Claim(0, sid, p, 0) for sid, p in todo[i : i + batch]]
                 reqs = self.requests(session, claims, now)
                 drafts = self._compose_isolated(session, reqs)
-                who = outbox.recipients(session, [c.subscriber_id for c in claims])
+                who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
                 for req in reqs:
                     got = drafts.get(req.subscriber_id)
                     email = who.get(req.subscriber_id, ("?", ""))[0]
@@ -197,7 +192,7 @@ class SendRun:
         started = self.clock.now()
         with session_scope(self.engine) as session:
             due = self.due(session, started)
-            self.summary.created = outbox.ensure_digests(session, due, now=started)
+            self.summary.created = outbox_plan.ensure_digests(session, due, now=started)
             self.summary.run_id = start_run(session, "send", now=started)
         if self.progress is not None:
             with session_scope(self.engine) as session:
@@ -320,10 +315,10 @@ class SendRun:
     def _batch(self, claims: Sequence[outbox.Claim]) -> None:
         now = self.clock.now()
         with session_scope(self.engine) as session:
-            live = outbox.deliverable_ids(session, [c.subscriber_id for c in claims])
+            live = outbox_plan.deliverable_ids(session, [c.subscriber_id for c in claims])
             reqs = self.requests(session, claims, now)
             drafts = self._compose_isolated(session, [r for r in reqs if r.subscriber_id in live])
-            who = outbox.recipients(session, [c.subscriber_id for c in claims])
+            who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
         by_sub = {c.subscriber_id: c for c in claims}
         to_send: list[tuple[outbox.Claim, ComposeRequest, Draft]] = []
         with session_scope(self.engine) as session:

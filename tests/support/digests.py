@@ -7,7 +7,7 @@ but without it, so render tests do not depend on matching rules.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
@@ -20,7 +20,9 @@ from sqlalchemy import Engine
 
 from newsletter.config import NewsletterSettings, Settings, load_settings
 from newsletter.db import connect, session_scope
-from newsletter.domain import Article, Field, Hit, Keyword, Match, Profile
+from newsletter.db.entries import to_article
+from newsletter.domain import Article, Field, Hit, Keyword, Match, ParsedEntry, Profile
+from newsletter.models import Entry
 from newsletter.pipeline.fetch import fetch_feeds
 from newsletter.profiles import sync_directory
 from newsletter.render import DigestRequest, Renderer
@@ -66,6 +68,37 @@ def article(
         upvotes=upvotes,
         author_count=author_count,
     )
+
+
+def stored_articles(
+    entries: Iterable[ParsedEntry],
+    *,
+    first_id: int,
+    feed_name: str,
+    now: datetime,
+    upvotes: bool = True,
+) -> list[Article]:
+    """Parsed entries as the product hands them on once stored: ``Entry`` -> ``Article``.
+
+    ``upvotes=False`` drops the ``hf:upvotes`` count (tests that do not look at it).
+    """
+    out = []
+    for i, p in enumerate(entries, start=first_id):
+        votes = p.extra.get("hf:upvotes") if upvotes else None
+        entry = Entry(
+            id=i,
+            title=p.title,
+            summary=p.summary,
+            link=p.link,
+            authors=list(p.authors),
+            categories=list(p.categories),
+            extra=dict(p.extra),
+            upvotes=int(votes) if votes else None,
+            published_at=p.published,
+            first_seen_at=now,
+        )
+        out.append(to_article(entry, feed_name=feed_name))
+    return out
 
 
 def spans_of(text: str, word: str) -> tuple[tuple[int, int], ...]:

@@ -3,17 +3,21 @@
 Each route answers with a :class:`Route`: a status, a body and headers, plus the
 behaviours a polite client must handle: conditional GET (ETag / Last-Modified -> 304),
 redirects, a body cut short, a server that stalls until the test ends. Every request is
-recorded so tests can check what the client sent.
+recorded so tests can check what the client sent. :func:`serve_wsgi` runs a WSGI app
+(the unsubscribe pages) the same way.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from werkzeug.serving import make_server
 
 
 @dataclass
@@ -145,3 +149,17 @@ def feed_server() -> Iterator[FeedServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def serve_wsgi(app: Any) -> Iterator[str]:
+    """``app`` on a real threaded server at 127.0.0.1, on a free port: its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

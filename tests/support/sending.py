@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.db import outbox, session_scope
+from newsletter.db import outbox_plan, session_scope
 from newsletter.models import Digest, DigestEntry, Entry, Subscriber
 from newsletter.pipeline.drafts import ComposeRequest, Draft
 from tests.support.smtp import SmtpTestServer
@@ -132,7 +132,7 @@ def simple_compose(
     window, not yet sent, whose title contains one of the subscriber's keywords."""
     ids = [r.subscriber_id for r in requests]
     subs = {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
-    sent = outbox.sent_entry_ids(session, ids)
+    sent = outbox_plan.sent_entry_ids(session, ids)
     out: dict[int, Draft | None] = {}
     for r in requests:
         sub = subs[r.subscriber_id]
@@ -193,10 +193,13 @@ def write_config(
     return path
 
 
-def cli_env() -> dict[str, str]:
-    """The environment of a ``newsletter`` subprocess: the checkout importable, a key."""
+def cli_env(*, secret: str | None = SECRET, **extra: str) -> dict[str, str]:
+    """The environment of a ``newsletter`` subprocess: the checkout importable, no
+    ``NEWSLETTER_*`` of ours, the secret key (None: none) and ``extra``."""
     root = Path(__file__).resolve().parent.parent.parent
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["NEWSLETTER_SECRET_KEY"] = SECRET
+    if secret is not None:
+        env["NEWSLETTER_SECRET_KEY"] = secret
+    env.update(extra)
     return env
