@@ -36,5 +36,9 @@ pytest: venv
 
 test: lint pytest
 
+# make bench [N=10000]: the send pipeline's speed on this machine (README, Performance)
+bench: venv
+	$(BIN)/python -m benchmarks.run $(if $(N),--n $(N),)
+
 clean:
 	rm -rf $(VENV) outbox newsletter.db newsletter.db-* .pytest_cache .mypy_cache .ruff_cache

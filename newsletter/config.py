@@ -65,6 +65,7 @@ class NewsletterSettings:
     fetch_every_minutes: int = 60
     secret_key_env: str = "NEWSLETTER_SECRET_KEY"
     batch_size: int = 500
+    compose_workers: int = 1  # processes composing digests in parallel (send and run)
     max_email_bytes: int = 90_000  # Gmail clips at ~102 KB; leave room for headers
 
     @property
@@ -287,6 +288,7 @@ def _validate(s: Settings, where: str) -> None:
         "newsletter.max_items": n.max_items,
         "newsletter.fetch_every_minutes": n.fetch_every_minutes,
         "newsletter.batch_size": n.batch_size,
+        "newsletter.compose_workers": n.compose_workers,
         "newsletter.max_email_bytes": n.max_email_bytes,
         "smtp.max_per_connection": s.smtp.max_per_connection,
         "smtp.connections": s.smtp.connections,

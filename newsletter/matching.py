@@ -360,6 +360,8 @@ class Matcher:
         allowed: set[int] | None = None
         if candidates is not None:
             allowed = {self._slot_of[i] for i in candidates if i in self._slot_of}
+            if len(allowed) == len(self._articles):
+                allowed = None  # every article is a candidate: nothing to filter
         known = self._keywords
         compiled: list[tuple[Keyword, _Compiled]] = []
         for kw in profile.keywords:

@@ -286,3 +286,11 @@ def test_sample_profiles_on_the_sample_feeds_agree_with_the_reference() -> None:
         fast = matcher.match(p)
         assert fast, f"{p.email} matches nothing in the sample feeds"
         assert fast == reference_match(articles, p)
+
+
+def test_every_article_a_candidate_is_the_same_as_no_filter() -> None:
+    articles = [art(1, "Bilevel optimization"), art(2, "RLHF at scale", "reward models")]
+    m = Matcher(articles)
+    p = profile("bilevel optimization", "reward")
+    assert m.match(p, candidates={1, 2}) == m.match(p) == reference_match(articles, p)
+    assert [x.article.id for x in m.match(p, candidates={2})] == [2]

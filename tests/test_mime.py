@@ -11,7 +11,14 @@ from email.message import EmailMessage
 import pytest
 
 from newsletter.errors import ConfigError
-from newsletter.mime import header_text, list_id_header, mailbox, message_id_for
+from newsletter.mime import (
+    build_message,
+    header_text,
+    list_id_header,
+    mailbox,
+    message_id_for,
+    reference_build_message,
+)
 from newsletter.render import RenderedEmail, Renderer
 from tests.support.digests import article, match, profile, request, sample_matches, settings
 
@@ -215,3 +222,84 @@ def test_bad_from_address_is_a_config_error() -> None:
 def test_bytes_are_reproducible() -> None:
     ms = sample_matches(3)
     assert _email(ms=ms).data == _email(ms=ms).data
+
+
+# -- the fast builder against the email package -----------------------------------------
+
+_SHAPES: list[tuple[str, dict[str, object]]] = [
+    ("ascii", {}),
+    ("non-ascii name and subject", {"name": "Zoë Ñúñez", "subject": "Schrödinger — “RLHF” ▲"}),
+    ("long lines", {"text": ("word " * 400).strip() + "\n", "html": "<p>" + "x" * 3000 + "</p>"}),
+    ("empty digest", {"text": "", "html": ""}),
+    ("no final newline, CR LF and trailing spaces", {"text": "a  \r\nb\rc\t", "html": "<p>é</p>"}),
+    (
+        "equals, encoded-word lookalike",
+        {"subject": "a =?utf-8?q?x?= b", "text": "x=3D\n", "html": "a=b"},
+    ),
+    ("international address", {"addr": "zoë@exämple.org", "name": "Zoë"}),
+    ("reply-to and mailto", {"reply_to": "Ops <ops@example.org>", "mailto": "u@example.org"}),
+]
+
+
+def _both(shape: dict[str, object], *, body_8bit: bool) -> tuple[bytes, bytes]:
+    reply_to = shape.get("reply_to")
+    kw: dict[str, object] = {
+        "sender": mailbox("digest@example.org", "Research Digest"),
+        "recipient": mailbox(str(shape.get("addr", "ada@example.org")), str(shape.get("name", ""))),
+        "subject": shape.get("subject", "Your papers for Sun 22 Nov: 3 new on RLHF"),
+        "text": shape.get("text", "Hi Ada,\n\n1. Bilevel optimization ≥ RLHF\n"),
+        "html": shape.get("html", '<html><body><p style="color: red">Hi Ada ✓</p></body></html>\n'),
+        "date": datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
+        "message_id": "<2026-11-22.abc@example.org>",
+        "list_name": "Research Digest",
+        "list_id": "digest.example.org",
+        "unsubscribe_url": LONG_UNSUB,
+        "unsubscribe_mailto": f"mailto:{shape['mailto']}" if "mailto" in shape else "",
+        "reply_to": mailbox(str(reply_to)[6:-1], "Ops") if reply_to else None,
+        "body_8bit": body_8bit,
+    }
+    return build_message(**kw), reference_build_message(**kw)  # type: ignore[arg-type]
+
+
+def _structure(
+    data: bytes,
+) -> tuple[list[tuple[str, str]], list[tuple[list[tuple[str, str]], str]]]:
+    msg = _parse(data)
+    parts = [
+        ([(k, str(v)) for k, v in p.items() if k != "Content-Transfer-Encoding"], p.get_content())
+        for p in msg.iter_parts()
+    ]
+    return [(k, str(v)) for k, v in msg.items()], parts
+
+
+@pytest.mark.parametrize("body_8bit", [False, True], ids=["qp", "8bit"])
+@pytest.mark.parametrize("shape", [s for _, s in _SHAPES], ids=[n for n, _ in _SHAPES])
+def test_fast_builder_parses_like_the_reference(shape: dict[str, object], body_8bit: bool) -> None:
+    fast, ref = _both(shape, body_8bit=body_8bit)
+    fast_headers, fast_parts = _structure(fast)
+    ref_headers, ref_parts = _structure(ref)
+    assert fast_headers == ref_headers
+    assert fast_parts == ref_parts
+    if "text" in shape:  # the bodies come back as written, lines ending in one newline
+        text = str(shape["text"]).replace("\r\n", "\n").replace("\r", "\n")
+        want = [t if t.endswith("\n") else t + "\n" for t in (text, str(shape["html"]))]
+        assert [p[1].replace("\r\n", "\n") for p in fast_parts] == want
+    assert not _parse(fast).defects and all(not p.defects for p in _parse(fast).iter_parts())
+    lines = fast.split(b"\r\n")
+    assert b"\n" not in fast.replace(b"\r\n", b"") and b"\r" not in fast.replace(b"\r\n", b"")
+    assert max(map(len, lines)) < 998
+    if not body_8bit:
+        assert fast.isascii() or not mailbox(str(shape.get("addr", "a@b.c"))).ascii
+        assert all(len(line) <= 78 for line in lines[lines.index(b"") :])
+
+
+def test_8bit_bodies_stay_utf8_unless_a_line_is_too_long() -> None:
+    fast, _ = _both({"text": "Zoë\n", "html": "<p>" + "é" * 600 + "</p>"}, body_8bit=True)
+    parts = list(_parse(fast).iter_parts())
+    assert [p["Content-Transfer-Encoding"] for p in parts] == ["8bit", "quoted-printable"]
+    assert "Zoë".encode() in fast
+    ascii_only, _ = _both({"text": "plain\n", "html": "<p>plain</p>"}, body_8bit=True)
+    assert [p["Content-Transfer-Encoding"] for p in _parse(ascii_only).iter_parts()] == [
+        "7bit",
+        "7bit",
+    ]

@@ -153,6 +153,26 @@ def test_preview_composes_what_send_would(preview_world: tuple[Settings, Engine]
     assert digests["bob@example.org"].email is None
 
 
+def test_batches_with_the_same_articles_share_one_index(
+    preview_world: tuple[Settings, Engine],
+) -> None:
+    """A send's batches share one window: the composer builds the matcher index once."""
+    settings, engine = preview_world
+    composer = Composer(settings, renderer=Renderer(settings.newsletter))
+    with Session(engine) as session:
+        from newsletter.db.subscribers import active_subscriber_ids, load_profiles
+
+        profiles = load_profiles(session, active_subscriber_ids(session))
+        jobs = [j for j in day_jobs(settings, profiles, now=NOW) if j.period == "2026-11-22"]
+        assert len(jobs) >= 2
+        whole = {d.profile.email: d.email for d in composer.compose(session, jobs)}
+        first = composer.compose(session, jobs[:1])
+        index = composer._matcher
+        second = composer.compose(session, jobs[1:])
+        assert composer._matcher is index is not None
+    assert {d.profile.email: d.email for d in [*first, *second]} == whole
+
+
 def test_safe_name() -> None:
     assert safe_name("Ada@Example.org") == "ada@example.org"
     odd = safe_name("a/b@example.org")

@@ -4,6 +4,7 @@ through click (``obj`` unset: the group builds its own context) and as a subproc
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -167,3 +168,39 @@ def test_unknown_subscriber(sample: Path) -> None:
     result = invoke(sample, "send", "--subscriber", "who@example.org")
     assert result.exit_code == 1
     assert "no subscriber who@example.org who can be mailed" in str(result.exception)
+
+
+def test_send_composes_on_several_processes_with_the_same_result(
+    sample: Path, engine: Engine, tmp_path: Path
+) -> None:
+    """``compose_workers = 2`` forks composers; the messages are byte-for-byte those of
+    composing in-process but for the Date header (preview delivery writes them out)."""
+    more = [f"reader{i}@example.org" for i in range(6)]
+    add_subscribers(engine, more, keywords=["reinforcement learning", "reward"])
+    dry = invoke(sample, "send", "--now", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+
+    def run(workers: int) -> dict[str, bytes]:
+        result = CliRunner().invoke(
+            cli,
+            ["--config", str(sample), "send", "--now"],
+            env={"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_COMPOSE_WORKERS": str(workers)},
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("sent 8, skipped 1")
+        out = tmp_path / "outbox" / "sent"
+        files = {
+            p.name.split("-")[0]: re.sub(rb"\r\nDate: [^\r]*", b"", p.read_bytes())
+            for p in out.rglob("*.eml")
+        }
+        shutil.rmtree(out)
+        return files
+
+    parallel = run(2)
+    assert len(parallel) == 8
+    with session_scope(engine) as s:  # forget the digests, so the same ones go out again
+        from newsletter.models import Digest, DigestEntry
+
+        s.query(DigestEntry).delete()
+        s.query(Digest).delete()
+    assert run(1) == parallel

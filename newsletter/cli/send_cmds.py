@@ -22,6 +22,7 @@ from newsletter.db import outbox, outbox_admin, session_scope
 from newsletter.db.entries import last_run
 from newsletter.delivery import make_sender
 from newsletter.errors import NewsletterError
+from newsletter.pipeline.drafts import composer_for
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
 from newsletter.scheduler import DigestScheduler
 
@@ -120,9 +121,19 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
     options = SendOptions(force=force, emails=emails or None, dry_run=dry_run)
     bar = _Bar() if app.interactive and not dry_run else None
     try:
-        with _graceful_stop() as stop, make_sender(settings) as sender:
+        with (
+            _graceful_stop() as stop,
+            make_sender(settings) as sender,
+            composer_for(settings) as compose,
+        ):
             summary = send_due(
-                app.engine, settings, sender, options=options, stop=stop, progress=bar
+                app.engine,
+                settings,
+                sender,
+                options=options,
+                stop=stop,
+                progress=bar,
+                compose=compose,
             )
     finally:
         if bar is not None:
@@ -206,28 +217,29 @@ def resend_command(app: AppContext, digest_id: int | None, action: str | None) -
 @pass_app
 def run_command(app: AppContext, once: bool) -> None:
     """Fetch and send on schedule until stopped (SIGTERM/SIGINT stop cleanly)."""
-    scheduler = DigestScheduler(app.engine, app.settings)
-    if not once:
-        scheduler.run_forever()
-        return
-    with _graceful_stop() as stop:
-        scheduler.stop_event = stop
-        result = scheduler.once()
-    if result.standby:
-        raise NewsletterError(
-            "another `newsletter run` holds the scheduler lease on this database; not running"
-        )
-    if result.fetch is not None:
-        f = result.fetch
-        click.echo(
-            f"fetched {len(f.feeds)} feeds: {f.new} new, {f.updated} updated, {f.failed} failed"
-        )
-    if result.send is not None:
-        _print_summary(result.send)
-        if result.send.error:
-            raise NewsletterError(result.send.error)
-    if result.fetch is None or result.send is None or result.send.failed:
-        raise click.exceptions.Exit(1)
+    with composer_for(app.settings) as compose:
+        scheduler = DigestScheduler(app.engine, app.settings, compose=compose)
+        if not once:
+            scheduler.run_forever()
+            return
+        with _graceful_stop() as stop:
+            scheduler.stop_event = stop
+            result = scheduler.once()
+        if result.standby:
+            raise NewsletterError(
+                "another `newsletter run` holds the scheduler lease on this database; not running"
+            )
+        if result.fetch is not None:
+            f = result.fetch
+            click.echo(
+                f"fetched {len(f.feeds)} feeds: {f.new} new, {f.updated} updated, {f.failed} failed"
+            )
+        if result.send is not None:
+            _print_summary(result.send)
+            if result.send.error:
+                raise NewsletterError(result.send.error)
+        if result.fetch is None or result.send is None or result.send.failed:
+            raise click.exceptions.Exit(1)
 
 
 # -- status -------------------------------------------------------------------------------

@@ -98,6 +98,15 @@ class Composer:
         self.settings = settings
         self.renderer = renderer or Renderer(settings.newsletter)
         self.secret = secret if secret is not None else tokens.secret_from_settings(settings)
+        # The index of the last batch's articles: a send's batches share one window,
+        # so rebuilding it (about a second per thousand articles) would be wasted.
+        self._matcher: Matcher | None = None
+
+    def _matcher_for(self, articles: Sequence[Article]) -> Matcher:
+        known = self._matcher
+        if known is None or tuple(known.articles) != tuple(articles):
+            known = self._matcher = Matcher(articles)
+        return known
 
     def links(self, subscriber_id: int, version: int) -> tuple[str, str]:
         """(unsubscribe URL, preferences URL) for the footer and ``List-Unsubscribe``."""
@@ -168,7 +177,7 @@ class Composer:
         profiles = load_profiles(session, ids)
         versions = token_versions(session, ids)
         articles, windows = self._windows(session, jobs, profiles)
-        matcher = Matcher(list(articles.values()))
+        matcher = self._matcher_for(list(articles.values()))
         nl = self.settings.newsletter
         out: list[ComposedDigest] = []
         for job in jobs:

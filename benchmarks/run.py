@@ -1,0 +1,476 @@
+"""``python -m benchmarks.run``: the send pipeline's speed, measured on this machine.
+
+For each N it loads a deterministic workload (:mod:`benchmarks.workload`) into a fresh
+SQLite file through the product's own bulk functions, then runs ``send_due`` — what
+``newsletter send --now`` runs — with a sender that discards the finished bytes, and the
+product's :class:`~newsletter.pipeline.drafts.ProcessComposer` spreading composition
+over ``--workers`` processes. Everything from the subscribers in the database to MIME
+bytes and outbox rows is the product's code; the benchmark only times it.
+
+Each N runs in a child process of its own, so its peak RSS is its own. Besides the
+timed send, the child measures on one core: loading every profile, matching every
+profile against every entry, and on a sample of subscribers the reference pipeline
+(Jinja render of the whole email, premailer, ``email.message.EmailMessage``) side by
+side with the fast renderer. Finally some of the generated messages go through the
+product's ``SmtpSender`` (reused, parallel connections) to a local sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.smtp_sink import SmtpSink
+from benchmarks.workload import load_corpus, make_articles, make_profiles
+from newsletter.config import FeedSettings, Settings, settings_from_mapping
+from newsletter.db import session_scope
+from newsletter.db.articles import load_candidates
+from newsletter.db.core import connect
+from newsletter.db.entries import store_entries, sync_feeds
+from newsletter.db.subscribers import active_subscriber_ids, load_profiles, sync_subscribers
+from newsletter.delivery import OutgoingMessage, Receipt, Sender, SmtpSender
+from newsletter.domain import Article, Match, ParsedEntry, Profile
+from newsletter.matching import Matcher
+from newsletter.pipeline.drafts import ProcessComposer
+from newsletter.pipeline.send import send_due
+from newsletter.pipeline.send_report import SendOptions
+from newsletter.render import DigestRequest, Renderer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)  # the workload's clock, and the send's
+SECRET_ENV = "NEWSLETTER_BENCH_SECRET"
+LIBRARIES = ("jinja2", "premailer", "sqlalchemy", "lxml", "cssutils", "snowballstemmer")
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak RSS of this process and of its largest (finished) child, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"parent": round(own, 1), "largest_child": round(child, 1)}
+
+
+def bench_settings(workdir: Path, *, db_url: str | None = None) -> Settings:
+    """The benchmark's configuration: a SQLite file in ``workdir`` unless ``db_url``."""
+    return settings_from_mapping(
+        {
+            "database": {"url": db_url or f"sqlite:///{workdir / 'bench.db'}"},
+            "newsletter": {
+                "from": "Research Digest <digest@bench.example>",
+                "base_url": "https://digest.bench.example",
+                "list_id": "digest.bench.example",
+                "unsubscribe_mailto": "unsubscribe@bench.example",
+                "outbox_dir": str(workdir / "outbox"),
+                "secret_key_env": SECRET_ENV,
+                "batch_size": 500,
+            },
+        },
+        base_dir=workdir,
+    )
+
+
+def _parsed(a: Article) -> ParsedEntry:
+    return ParsedEntry(
+        guid=a.link,
+        dedupe_key=a.link,
+        title=a.title,
+        summary=a.summary,
+        link=a.link,
+        authors=a.authors,
+        categories=a.categories,
+        published=a.published,
+        extra={"hf:upvotes": str(a.upvotes)} if a.upvotes is not None else {},
+    )
+
+
+def load_workload(settings: Settings, n: int, n_entries: int, seed: int) -> float:
+    """Subscribers and entries into the database through the product's bulk functions.
+
+    Every entry is first seen an hour before the send, inside every new subscriber's
+    first window. Returns the seconds it took (setup, not part of any figure).
+    """
+    started = time.perf_counter()
+    corpus = load_corpus()
+    articles = make_articles(corpus, n_entries, seed, now=NOW)
+    profiles = make_profiles(corpus, n, seed)
+    engine = connect(settings.database.url)
+    try:
+        with session_scope(engine) as session:
+            feed = sync_feeds(session, [FeedSettings("bench", "https://bench.example/feed")])
+            store_entries(
+                session,
+                feed["bench"].id,
+                [_parsed(a) for a in articles],
+                now=NOW - timedelta(hours=1),
+            )
+        with session_scope(engine) as session:
+            sync_subscribers(session, profiles, now=NOW - timedelta(days=2))
+    finally:
+        engine.dispose()
+    return time.perf_counter() - started
+
+
+class SinkSender(Sender):
+    """Discards every message (keeping the first ``keep``), after ``before_data``.
+
+    ``before_data`` is where ``send`` records the digest as ``sending`` with its
+    entries, so the time spent there is the outbox's share of delivering.
+    """
+
+    def __init__(self, *, keep: int = 500) -> None:
+        self.parallelism = 1
+        self.keep = keep
+        self.kept: list[OutgoingMessage] = []
+        self.messages = 0
+        self.bytes = 0
+        self.mark_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def send(
+        self, message: OutgoingMessage, before_data: Callable[[], None] = lambda: None
+    ) -> Receipt:
+        started = time.perf_counter()
+        before_data()
+        spent = time.perf_counter() - started
+        with self._lock:
+            self.mark_seconds += spent
+            self.messages += 1
+            self.bytes += len(message.data)
+            if len(self.kept) < self.keep:
+                self.kept.append(message)
+        return Receipt(reply="250 discarded by the benchmark", message_id=message.message_id)
+
+
+def measure_generation(settings: Settings, workers: int) -> tuple[dict[str, Any], SinkSender]:
+    """``send_due`` end to end: due digests -> claims -> compose -> bytes -> outbox rows."""
+    os.environ.setdefault(SECRET_ENV, "benchmark-secret-" + "x" * 32)
+    engine = connect(settings.database.url, migrate=False)
+    sink = SinkSender()
+    timings: dict[str, float] = {}
+    composer = ProcessComposer(settings, workers=workers, timings=timings)
+    composer.adapter.composer.renderer.timings = {}  # the workers report render and MIME
+    started = time.perf_counter()
+    try:
+        summary = send_due(
+            engine,
+            settings,
+            sink,
+            compose=composer,
+            options=SendOptions(force=True, wait_for_retries=False),
+            now=lambda: NOW,
+            worker="benchmark",
+        )
+    finally:
+        composer.close()
+        engine.dispose()
+    total = time.perf_counter() - started
+    if summary.failed or summary.error:
+        raise RuntimeError(f"the benchmark send failed: {summary.error or summary.failures[:3]}")
+    compose_wall = timings.get("compose_wall", 0.0)
+    return {
+        "emails": summary.sent,
+        "skipped": summary.skipped,
+        "bytes_per_email": round(sink.bytes / max(1, sink.messages)),
+        "total_seconds": round(total, 3),
+        "emails_per_second": round(summary.sent / total, 1) if total else 0.0,
+        # Composing alone (match, render, MIME on every worker), what the parent waited for:
+        "generation_emails_per_second": round(summary.sent / compose_wall, 1)
+        if compose_wall
+        else 0.0,
+        # CPU seconds summed over the workers:
+        "compose_cpu_seconds": round(timings.get("compose", 0.0), 3),
+        "render_inline_cpu_seconds": round(
+            timings.get("render", 0.0) - timings.get("mime", 0.0), 3
+        ),
+        "mime_cpu_seconds": round(timings.get("mime", 0.0), 3),
+        "load_and_match_cpu_seconds": round(
+            timings.get("compose", 0.0) - timings.get("render", 0.0), 3
+        ),
+        # Wall seconds in the parent:
+        "compose_wall_seconds": round(compose_wall, 3),
+        "outbox_mark_sending_seconds": round(sink.mark_seconds, 3),
+        "outbox_and_send_wall_seconds": round(total - compose_wall, 3),
+    }, sink
+
+
+def _articles_from_db(settings: Settings) -> list[Article]:
+    engine = connect(settings.database.url, migrate=False)
+    try:
+        with session_scope(engine) as session:
+            return load_candidates(session, since=NOW - timedelta(days=1), until=NOW)
+    finally:
+        engine.dispose()
+
+
+def measure_load_and_match(
+    settings: Settings, *, sample: int = 200
+) -> tuple[dict[str, float], list[Profile], list[tuple[Match, ...]]]:
+    """Profile loading and matching alone, on one core, streaming send-sized batches.
+
+    Profiles come from the product's query (``load_profiles``), 500 at a time, and are
+    matched against every entry at once with one :class:`Matcher`, as a send does; only
+    the first ``sample`` profiles and their matches are kept (for the reference).
+    """
+    articles = _articles_from_db(settings)
+    limit = settings.newsletter.max_items
+    batch = settings.newsletter.batch_size
+    engine = connect(settings.database.url, migrate=False)
+    load = match = 0.0
+    kept: list[Profile] = []
+    found: list[tuple[Match, ...]] = []
+    try:
+        started = time.perf_counter()
+        matcher = Matcher(articles)
+        index = time.perf_counter() - started
+        match += index
+        with session_scope(engine) as session:
+            ids = active_subscriber_ids(session)
+            for i in range(0, len(ids), batch):
+                started = time.perf_counter()
+                profiles = load_profiles(session, ids[i : i + batch])
+                load += time.perf_counter() - started
+                started = time.perf_counter()
+                for p in profiles.values():
+                    got = matcher.match(p, limit=limit)
+                    if len(kept) < sample:
+                        kept.append(p)
+                        found.append(tuple(got))
+                match += time.perf_counter() - started
+    finally:
+        engine.dispose()
+    return (
+        {
+            "profile_load_seconds": round(load, 3),
+            "match_index_seconds": round(index, 3),
+            "match_seconds": round(match, 3),
+        },
+        kept,
+        found,
+    )
+
+
+def measure_reference(
+    settings: Settings, profiles: Sequence[Profile], matches: Sequence[tuple[Match, ...]]
+) -> dict[str, float]:
+    """Reference pipeline against the fast renderer, same requests, same process."""
+    renderer = Renderer(settings.newsletter)
+    day = NOW.date()
+    reqs = [
+        DigestRequest(
+            profile=p,
+            matches=m,
+            day=day,
+            period=day.isoformat(),
+            unsubscribe_url=f"https://digest.bench.example/unsubscribe/token{i}",
+            sent_at=NOW,
+        )
+        for i, (p, m) in enumerate(zip(profiles, matches, strict=False))
+    ]
+    for r in reqs[:5]:  # compile the shapes first, as any long run has
+        renderer.render(r)
+    # The fast path first: the reference then finds the per-card views it shares with
+    # it already built, so if anything the reference is favoured.
+    started = time.perf_counter()
+    for r in reqs:
+        renderer.render(r)
+    fast = time.perf_counter() - started
+    started = time.perf_counter()
+    for r in reqs:
+        renderer.reference_render(r)
+    reference = time.perf_counter() - started
+    return {
+        "reference_sample": len(reqs),
+        "reference_emails_per_second": round(len(reqs) / reference, 1),
+        "fast_render_emails_per_second_one_core": round(len(reqs) / fast, 1),
+    }
+
+
+def measure_smtp(
+    messages: Sequence[OutgoingMessage], total: int, *, connections: int = 4
+) -> dict[str, float]:
+    """``total`` messages (cycling ``messages``) through ``SmtpSender`` to a local sink."""
+    if not messages or total <= 0:
+        return {}
+    with SmtpSink() as sink:
+        smtp = settings_from_mapping(
+            {
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": sink.port,
+                    "connections": connections,
+                    "max_per_connection": 1000,
+                }
+            },
+            base_dir=Path.cwd(),
+        ).smtp
+        sender = SmtpSender(smtp)
+        counter = iter(range(total))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                sender.send(messages[i % len(messages)])
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(smtp.connections) as pool:
+            for f in [pool.submit(worker) for _ in range(smtp.connections)]:
+                f.result()
+        sender.close()
+        elapsed = time.perf_counter() - started
+    received = sink.messages
+    return {
+        "smtp_messages": total,
+        "smtp_received": received,
+        "smtp_connections": smtp.connections,
+        "smtp_messages_per_second": round(total / elapsed, 1),
+    }
+
+
+def run_one(
+    n: int, n_entries: int, seed: int, workers: int, smtp_messages: int, connections: int
+) -> dict[str, Any]:
+    """Every figure for one N, in this process (``--one``)."""
+    with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
+        workdir = Path(tmp)
+        settings = bench_settings(workdir)
+        setup = load_workload(settings, n, n_entries, seed)
+        result: dict[str, Any] = {"n_subscribers": n, "n_entries": n_entries}
+        gen, sink = measure_generation(settings, workers)
+        result.update(gen)
+        figures, profiles, matches = measure_load_and_match(settings)
+        result.update(figures)
+        result.update(measure_reference(settings, profiles, matches))
+        result["speedup_vs_reference"] = round(
+            result["emails_per_second"] / result["reference_emails_per_second"], 1
+        )
+        result.update(measure_smtp(sink.kept, min(n, smtp_messages), connections=connections))
+        result["setup_seconds"] = round(setup, 3)
+        rss = _peak_rss_mb()
+        result["peak_rss_mb"] = round(rss["parent"] + rss["largest_child"], 1)
+        result["peak_rss_parent_mb"] = rss["parent"]
+        result["peak_rss_largest_worker_mb"] = rss["largest_child"]
+        result["workers"] = workers
+        result["date"] = date.today().isoformat()
+        return result
+
+
+def machine() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            versions[lib] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "libraries": versions,
+    }
+
+
+COLUMNS = (
+    ("N", "n_subscribers", "{:,}"),
+    ("emails/s", "emails_per_second", "{:,.0f}"),
+    ("compose/s", "generation_emails_per_second", "{:,.0f}"),
+    ("total s", "total_seconds", "{:.1f}"),
+    ("x ref", "speedup_vs_reference", "{:.1f}"),
+    ("load s", "profile_load_seconds", "{:.2f}"),
+    ("match s", "match_seconds", "{:.1f}"),
+    ("render s", "render_inline_cpu_seconds", "{:.1f}"),
+    ("mime s", "mime_cpu_seconds", "{:.2f}"),
+    ("outbox s", "outbox_and_send_wall_seconds", "{:.1f}"),
+    ("RSS MB", "peak_rss_mb", "{:,.0f}"),
+    ("smtp/s", "smtp_messages_per_second", "{:,.0f}"),
+)
+
+
+def table(runs: Sequence[dict[str, Any]]) -> str:
+    """The runs as a Markdown table (what the README shows)."""
+    head = "| " + " | ".join(c[0] for c in COLUMNS) + " |"
+    rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
+    rows = [
+        "| " + " | ".join(fmt.format(r[key]) if key in r else "-" for _, key, fmt in COLUMNS) + " |"
+        for r in runs
+    ]
+    return "\n".join([head, rule, *rows])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--n", default="1000,10000,100000", help="subscriber counts, comma-separated")
+    ap.add_argument("--entries", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--workers", type=int, default=2, help="composing processes")
+    ap.add_argument("--smtp-messages", type=int, default=5000, help="at most, per N")
+    ap.add_argument("--smtp-connections", type=int, default=4, help="parallel SMTP connections")
+    ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
+    ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    sizes = [int(x.replace("_", "")) for x in str(args.n).split(",") if x.strip()]
+    if args.one:
+        (size,) = sizes
+        res = run_one(
+            size, args.entries, args.seed, args.workers, args.smtp_messages, args.smtp_connections
+        )
+        print(json.dumps(res))
+        return 0
+    runs: list[dict[str, Any]] = []
+    for size in sizes:
+        print(f"N = {size:,} ...", file=sys.stderr, flush=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--one",
+            "--n",
+            str(size),
+            "--entries",
+            str(args.entries),
+            "--seed",
+            str(args.seed),
+            "--workers",
+            str(args.workers),
+            "--smtp-messages",
+            str(args.smtp_messages),
+            "--smtp-connections",
+            str(args.smtp_connections),
+        ]
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    report = {
+        "machine": machine(),
+        "workload": {"entries": args.entries, "seed": args.seed, "workers": args.workers},
+        "runs": runs,
+        "smtp_messages_per_second": runs[-1].get("smtp_messages_per_second") if runs else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(table(runs))
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
