@@ -33,6 +33,7 @@ _FIELD_LABEL: dict[Field, str] = {
 }
 _FIELD_ORDER: tuple[Field, ...] = ("title", "author", "category", "abstract")  # by weight
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
+_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
 _SPACES = re.compile(r"\s+")
 _SPACE = re.compile(r"\s")
 _URL_SAFE = "/:?#[]@!$&'()*+,;=-._~%"
@@ -173,7 +174,10 @@ def _clean_segments(segs: Sequence[Segment]) -> tuple[Segment, ...]:
     """Clean each run (offsets were taken on the raw text) and drop empty ones."""
     out: list[Segment] = []
     for seg in segs:
-        text = _SPACES.sub(" ", _UNPRINTABLE.sub("", seg.text))
+        text = seg.text
+        # Printable text has no control or odd-space characters: only "  " could change.
+        if not text.isprintable() or "  " in text:
+            text = _SPACES.sub(" ", _UNPRINTABLE.sub("", text))
         if not text:
             continue
         if out and out[-1].mark == seg.mark:
@@ -207,10 +211,7 @@ def trim_plan(
     """
     if len(text) <= limit + ABSTRACT_SLACK:
         return [(0, len(text))], False
-    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, limit + ABSTRACT_SLACK)]
-    good = [e for e in ends if limit * 0.4 <= e <= limit + ABSTRACT_SLACK]
-    before = [e for e in good if e <= limit]
-    cut = (before or good or [0])[-1] or _word_cut(text, limit, forward=False)
+    cut = _cut(text, limit)
     ranges = [(0, cut)]
     merged = merge_spans(spans, len(text))
     if merged and all(s >= cut for s, _ in merged):
@@ -221,6 +222,23 @@ def trim_plan(
             lo = cut
         ranges.append((lo, hi))
     return ranges, True
+
+
+@lru_cache(maxsize=4096)
+def _cut(text: str, limit: int) -> int:
+    """Where ``text`` is cut without highlights; cached, as every subscriber's copy of an
+    entry cuts at the same place."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, limit + ABSTRACT_SLACK)]
+    good = [e for e in ends if limit * 0.4 <= e <= limit + ABSTRACT_SLACK]
+    before = [e for e in good if e <= limit]
+    return (before or good or [0])[-1] or _word_cut(text, limit, forward=False)
+
+
+@lru_cache(maxsize=4096)
+def _wrap(text: str) -> str:
+    """``text`` wrapped for the plain-text part; cached, since highlights differ between
+    subscribers but the plain abstract an entry shows rarely does."""
+    return textwrap.fill(text, TEXT_WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
 def byline(authors: Sequence[str], count: int | None) -> str:
@@ -319,13 +337,11 @@ def _card(
         segs.extend(part)
         plain.append("".join(s.text for s in part))
     cut_short = ranges[-1][1] < len(a.summary.rstrip())
-    ends_sentence = re.search(r"[.!?][\"')\]]*$", plain[-1] if plain else "") is not None
+    ends_sentence = _ENDS_SENTENCE.search(plain[-1] if plain else "") is not None
     if trimmed and segs and cut_short and not (ends_sentence and len(ranges) == 1):
         segs.append(Segment(" …"))
         plain.append(" …")
-    abstract_text = textwrap.fill(
-        "".join(plain), TEXT_WIDTH, break_long_words=False, break_on_hyphens=False
-    )
+    abstract_text = _wrap("".join(plain))
     return CardView(
         rank=0,
         link=link,

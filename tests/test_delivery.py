@@ -25,6 +25,7 @@ from newsletter.delivery import (
     SmtpUnavailableError,
     backoff_seconds,
     make_sender,
+    to_crlf,
 )
 from newsletter.errors import ConfigError, DeliveryError
 from tests.support.smtp import Fault, RecordingHandler, SmtpTestServer, start_smtp_server
@@ -119,6 +120,32 @@ def test_without_8bitmime_the_body_is_reencoded_7bit() -> None:
         assert got.message.get_content() == "Schrödinger’s cat — naïve café.\n"
     finally:
         server.controller.stop()
+
+
+_CRLF = b"From: d@example.org\r\nSubject: crlf\r\n\r\nline one\r\nline two\r\n"
+_LF = b"From: d@example.org\nSubject: lf\n\nline one\nline two\n"
+_MIXED = b"From: d@example.org\r\nSubject: mixed\n\r\nline one\nline two\r\n\n"
+
+
+def test_to_crlf_fixes_bare_lfs_and_leaves_crlf_messages_alone() -> None:
+    assert to_crlf(_CRLF) is _CRLF  # nothing to fix: no copy made
+    assert to_crlf(b"no line break") == b"no line break"
+    assert to_crlf(_LF) == b"From: d@example.org\r\nSubject: lf\r\n\r\nline one\r\nline two\r\n"
+    assert to_crlf(_MIXED) == (
+        b"From: d@example.org\r\nSubject: mixed\r\n\r\nline one\r\nline two\r\n\r\n"
+    )
+    assert to_crlf(b"a\r\r\nb\n\n") == b"a\r\r\nb\r\n\r\n"
+
+
+@pytest.mark.parametrize("raw", [_CRLF, _LF, _MIXED], ids=["crlf", "bare-lf", "mixed"])
+def test_every_line_reaches_the_server_ending_in_crlf(
+    smtp_server: SmtpTestServer, raw: bytes
+) -> None:
+    out = OutgoingMessage(envelope_from="d@example.org", recipient="ada@example.org", data=raw)
+    with SmtpSender(smtp(smtp_server)) as sender:
+        sender.send(out)
+    [got] = smtp_server.messages
+    assert got.data == raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def test_permanent_rejection_is_permanent(smtp_server: SmtpTestServer) -> None:

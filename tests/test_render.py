@@ -233,6 +233,32 @@ def test_trim_plan_and_segments_adjust_spans() -> None:
     assert len(ranges) == 2 and ranges[1][0] < 830 < 835 <= ranges[1][1]
 
 
+def test_cards_of_one_entry_share_the_plain_abstract_but_not_the_marks() -> None:
+    # Per-entry work is cached across subscribers; each one's highlights must stay its own.
+    a = article("Reward shaping for safe behaviors", ABSTRACT)
+    one, other = card_view(match(a, "reward"), 1), card_view(match(a, "behaviors"), 2)
+    assert one.abstract_text == other.abstract_text and one.more_link == other.more_link
+    assert {s.text.lower() for s in one.abstract if s.mark} == {"reward"}
+    assert {s.text for s in other.abstract if s.mark} == {"behaviors"}
+    assert [s.text for s in one.title if s.mark] == ["Reward"]
+    assert [s.text for s in other.title if s.mark] == ["behaviors"]
+    assert (one.rank, other.rank) == (1, 2)
+
+
+def test_card_text_is_cleaned_around_highlights() -> None:
+    # Tabs, NUL, NBSP and doubled spaces on both sides of a highlight's edges.
+    text = "Safe\t\x00RLHF  with\u00a0 reward\r\nshaping  \x7f."
+    card = card_view(match(article("t", text), "RLHF", "reward"), 1)
+    assert card.abstract == (
+        Segment("Safe "),
+        Segment("RLHF", True),
+        Segment(" with "),
+        Segment("reward", True),
+        Segment(" shaping ."),
+    )
+    assert card.abstract_text == "Safe RLHF with reward shaping ."
+
+
 # -- CSS ----------------------------------------------------------------------------------------
 
 
