@@ -118,7 +118,7 @@ def test_resend_usage(sample: Path) -> None:
     assert invoke(sample, "resend", "7").exit_code == 2  # no --mark-sent/--send-again
     assert invoke(sample, "resend", "--mark-sent").exit_code == 2  # no id
     missing = invoke(sample, "resend", "999", "--mark-sent")
-    assert missing.exit_code == 1 and "no digest with id 999" in str(missing.exception)
+    assert missing.exit_code == 1 and "error: no digest with id 999" in missing.stderr
 
 
 def test_run_once(sample: Path, engine: Engine) -> None:
@@ -167,7 +167,7 @@ def test_unreachable_server_is_one_error_line(
 def test_unknown_subscriber(sample: Path) -> None:
     result = invoke(sample, "send", "--subscriber", "who@example.org")
     assert result.exit_code == 1
-    assert "no subscriber who@example.org who can be mailed" in str(result.exception)
+    assert "error: no subscriber who@example.org who can be mailed" in result.stderr
 
 
 def test_send_composes_on_several_processes_with_the_same_result(

@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
 from newsletter import __version__
-from newsletter.cli.context import AppContext
+from newsletter.cli.context import AppContext, fail
 from newsletter.errors import NewsletterError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Turns a core error into one line and its exit code for every command, under
+    ``main`` and click's test runner alike; ``--debug`` lets the traceback through."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NewsletterError as e:
+            app = ctx.find_object(AppContext)
+            if app is not None and app.debug:
+                raise
+            fail(str(e), e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",

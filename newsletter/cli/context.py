@@ -58,3 +58,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One ``error:`` line and exit ``code``, the same under ``main`` and click's runner."""
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
+
+
+# ``--subscriber EMAIL`` (repeatable) of the commands that work on a selection.
+only_subscribers = click.option(
+    "--subscriber",
+    "emails",
+    multiple=True,
+    metavar="EMAIL",
+    help="Only this subscriber (repeatable).",
+)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.context import AppContext, only_subscribers, pass_app
 from newsletter.pipeline.preview import run_preview
 
 
@@ -18,13 +18,7 @@ from newsletter.pipeline.preview import run_preview
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory to write to (default: [newsletter] outbox_dir).",
 )
-@click.option(
-    "--subscriber",
-    "emails",
-    multiple=True,
-    metavar="EMAIL",
-    help="Only this subscriber (repeatable).",
-)
+@only_subscribers
 @click.option(
     "--date",
     "day",

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.context import AppContext, only_subscribers, pass_app
 from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import Section, iso, status_section, when
 from newsletter.db import outbox, outbox_admin, session_scope
@@ -101,13 +101,7 @@ def _print_plan(summary: SendSummary) -> None:
 
 @click.command("send")
 @click.option("--dry-run", is_flag=True, help="Say what would be sent; change nothing.")
-@click.option(
-    "--subscriber",
-    "emails",
-    multiple=True,
-    metavar="EMAIL",
-    help="Only this subscriber (repeatable).",
-)
+@only_subscribers
 @click.option(
     "--now",
     "force",

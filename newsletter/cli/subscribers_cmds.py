@@ -7,11 +7,10 @@ and make the exit code 1; the valid profiles are still synced.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -29,29 +28,8 @@ from newsletter.db.subscribers import (
     subscriber_id,
 )
 from newsletter.domain import Match
-from newsletter.errors import NewsletterError
 from newsletter.matching import Matcher, field_text
 from newsletter.profiles import LoadResult, read_profiles, sync_directory
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a core error into one line and its exit code, also under click's runner."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except NewsletterError as e:
-            ctx = click.get_current_context(silent=True)
-            app = ctx.find_object(AppContext) if ctx else None
-            if app is not None and app.debug:
-                raise
-            fail(str(e), e.exit_code)
-
-    return wrapper
 
 
 def _print_problems(loaded: LoadResult, *, err: bool) -> None:
@@ -67,7 +45,6 @@ def subscribers_group() -> None:
 @subscribers_group.command("check")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @pass_app
-@_one_line_errors
 def check_cmd(app: AppContext, path: Path | None) -> None:
     """Validate the profiles (or PATH, a directory or a file); the database is not used."""
     loaded = read_profiles(path or app.settings.newsletter.subscribers_dir)
@@ -86,7 +63,6 @@ def check_cmd(app: AppContext, path: Path | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="List every created and updated address.")
 @pass_app
-@_one_line_errors
 def sync_cmd(app: AppContext, dry_run: bool, verbose: bool) -> None:
     """Apply the profiles to the database: create, update, deactivate.
 
@@ -136,7 +112,6 @@ def sync_cmd(app: AppContext, dry_run: bool, verbose: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @pass_app
-@_one_line_errors
 def list_cmd(
     app: AppContext, show_all: bool, unsubscribed: bool, status: str | None, as_json: bool
 ) -> None:
@@ -251,7 +226,6 @@ def _why(m: Match) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list for scripts.")
 @pass_app
-@_one_line_errors
 def match_cmd(
     app: AppContext,
     email: str,
