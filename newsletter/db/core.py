@@ -50,8 +50,20 @@ def _sqlite_begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def connect(url: str, *, echo: bool = False, migrate: bool = True) -> Engine:
-    """Create the engine for ``url``; create or upgrade the schema unless told not to."""
+def _sqlite_begin_deferred(conn: Any) -> None:
+    # A reader's transaction: one consistent snapshot (WAL), no write lock.
+    conn.exec_driver_sql("BEGIN")
+
+
+def connect(
+    url: str, *, echo: bool = False, migrate: bool = True, read_only: bool = False
+) -> Engine:
+    """Create the engine for ``url``; create or upgrade the schema unless told not to.
+
+    ``read_only``: an engine for sessions that only read (composing). On SQLite their
+    transactions then begin deferred and read a snapshot beside the writer, instead of
+    taking the write lock at BEGIN like every other session (see above).
+    """
     try:
         parsed = make_url(url)
     except Exception as e:  # ArgumentError, ValueError: both mean a bad URL
@@ -70,7 +82,8 @@ def connect(url: str, *, echo: bool = False, migrate: bool = True) -> Engine:
         raise DatabaseError(f"cannot use database {parsed!r}: {e}") from e
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        begin = _sqlite_begin_deferred if read_only else _sqlite_begin_immediate
+        event.listen(engine, "begin", begin)
     if migrate:
         ensure_schema(engine)
     return engine

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from time import perf_counter
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
@@ -92,26 +92,11 @@ class ComposerAdapter:
 _worker: tuple[Engine, ComposerAdapter] | None = None  # set in each worker process
 
 
-def _read_engine(url: str) -> Engine:
-    """An engine for a worker that only reads.
-
-    The product's SQLite engine takes the write lock at BEGIN (see ``db.core``); the
-    workers' reads must not queue behind the parent's open transaction or each other,
-    and WAL lets them read beside a writer.
-    """
-    engine = db_core.connect(url, migrate=False)
-    if engine.dialect.name == "sqlite" and event.contains(
-        engine, "begin", db_core._sqlite_begin_immediate
-    ):
-        event.remove(engine, "begin", db_core._sqlite_begin_immediate)
-    return engine
-
-
 def _init_worker(url: str, adapter: ComposerAdapter) -> None:
     # Forked: ``adapter`` is the parent's, with its compiled templates and key; the
     # database connections must be this process's own.
     global _worker
-    _worker = (_read_engine(url), adapter)
+    _worker = (db_core.connect(url, migrate=False, read_only=True), adapter)
 
 
 def _compose_timed(

@@ -6,12 +6,18 @@ Exactly-once rests on the order of writes for each digest::
         -> mark ``sending`` with its entries (commit) -> DATA -> mark ``sent`` (commit)
 
 ``sending`` is committed at the last moment the process still knows the message has not
-left, so a crash leaves at most the digests whose DATA was in flight in ``sending``.
+left, so a crash leaves at most the digests whose DATA was in flight (or whose ``sent``
+mark was still queued, see :mod:`~newsletter.pipeline.group_commit`) in ``sending``.
 Those are the only ambiguous ones — the server may or may not have accepted them — and
 no run re-sends them by itself: ``newsletter status`` lists them and ``newsletter
-resend`` settles them. A ``sending`` row whose process died before DATA cannot be told
-apart from one that died after; marking it only just before DATA keeps that window to
-one database commit.
+resend`` settles them. The marks of concurrent connections share transactions (group
+commit), which changes none of this.
+
+Batches overlap: while one batch is delivered (:mod:`~newsletter.pipeline.deliver`),
+the next is claimed and composed in a background thread that only reads — on SQLite
+through a second engine that reads a snapshot beside the writer. A draft that became
+stale meanwhile (one of its entries went out in another digest) is refused by its
+``sending`` mark and composed again.
 
 Temporary failures go back to ``pending`` with a backoff (``next_attempt_at``), and this
 run waits for them (``wait_for_retries``); permanent ones, or the last attempt, end
@@ -26,28 +32,24 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
+from newsletter.db import core as db_core
 from newsletter.db import outbox, outbox_admin, outbox_plan, session_scope
 from newsletter.db.articles import window_starts
 from newsletter.db.entries import finish_run, start_run
 from newsletter.db.leases import new_worker_id
-from newsletter.delivery import (
-    OutgoingMessage,
-    Sender,
-    SmtpUnavailableError,
-    backoff_seconds,
-)
-from newsletter.errors import ConfigError, DeliveryError, NewsletterError
+from newsletter.delivery import Sender, SmtpUnavailableError, backoff_seconds
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.periods import due_period, period_key
+from newsletter.pipeline.deliver import Clock, Delivery, Item
 from newsletter.pipeline.drafts import ComposeFn, ComposerAdapter, ComposeRequest, Draft
 from newsletter.pipeline.send_report import (
     Outcome,
@@ -68,22 +70,33 @@ def _compose_failure(req: ComposeRequest, e: Exception) -> str:
     return f"could not compose: {e}"
 
 
-class _Abort(Exception):
-    """``before_data`` refused: the claim was lost, or the draft went stale."""
+@dataclass(frozen=True, slots=True)
+class _Composed:
+    """A batch composed and not yet recorded: what ``_record`` and delivery need."""
 
-    def __init__(self, result: outbox.MarkResult) -> None:
-        super().__init__(result)
-        self.result = result
-
-
-@dataclass
-class _Clock:
-    now: Callable[[], datetime]
-    sleep: Callable[[float], None]
+    claims: Sequence[outbox.Claim]
+    requests: list[ComposeRequest]
+    live: set[int]  # subscribers still deliverable
+    drafts: dict[int, Draft | str | None]  # str: why composing failed
+    who: dict[int, tuple[str, str]]
+    now: datetime
 
 
-def _envelope_from(settings: Settings) -> str:
-    return parseaddr(settings.newsletter.from_addr)[1] or settings.newsletter.from_addr
+def reader_engine(engine: Engine) -> Engine | None:
+    """An engine for composing beside the writes, or None to compose on ``engine``.
+
+    SQLite: a second engine on the same file whose transactions only read (no write
+    lock). An in-memory SQLite database cannot be opened twice: None, and a run then
+    composes and delivers in turn. PostgreSQL: the engine itself (readers never block).
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    database = engine.url.database
+    if not database or database == ":memory:" or "mode=memory" in str(engine.url):
+        return None
+    return db_core.connect(
+        engine.url.render_as_string(hide_password=False), migrate=False, read_only=True
+    )
 
 
 class SendRun:
@@ -97,7 +110,7 @@ class SendRun:
         compose: ComposeFn,
         *,
         options: SendOptions,
-        clock: _Clock,
+        clock: Clock,
         stop: threading.Event,
         progress: SendProgress | None,
         worker: str,
@@ -116,7 +129,20 @@ class SendRun:
         self.summary = SendSummary(dry_run=options.dry_run)
         self.scope: list[int] | None = None  # subscriber ids of --subscriber
         self._lock = threading.Lock()
-        self._stale: set[int] = set()
+        self.delivery = Delivery(
+            engine,
+            settings,
+            sender,
+            options=options,
+            clock=clock,
+            stop=stop,
+            worker=worker,
+            rng=rng,
+            count=self._count,
+        )
+        # Composing reads through its own engine, so that on SQLite it reads a snapshot
+        # beside the delivery's writes instead of holding the write lock meanwhile.
+        self.reader: Engine | None = None
 
     # -- planning --------------------------------------------------------------------------
 
@@ -198,6 +224,7 @@ class SendRun:
             with session_scope(self.engine) as session:
                 total = outbox.pending_count(session, self.scope, due_by=started)
             self.progress.start(total)
+        self.reader = reader_engine(self.engine)
         try:
             self._loop()
         except BaseException:
@@ -207,6 +234,9 @@ class SendRun:
             except SQLAlchemyError:  # the database may be why we are here
                 log.exception("could not record the end of send run %s", self.summary.run_id)
             raise
+        finally:
+            if self.reader is not None and self.reader is not self.engine:
+                self.reader.dispose()
         return self._finish()
 
     def _finish(self, *, crashed: bool = False) -> SendSummary:
@@ -237,38 +267,56 @@ class SendRun:
             if self.stop.is_set():
                 self.summary.interrupted = True
 
+    def _claim(self, now: datetime) -> list[outbox.Claim]:
+        with session_scope(self.engine) as session:
+            return outbox.claim_batch(
+                session,
+                self.worker,
+                now=now,
+                limit=self.settings.newsletter.batch_size,
+                lease=self.options.lease,
+                subscriber_ids=self.scope,
+            )
+
     def _rounds(self) -> None:
+        """Batch after batch; the next batch is composed while this one is delivered."""
         smtp = self.settings.smtp
         strikes = 0
-        while not self.stop.is_set():
-            now = self.clock.now()
-            with session_scope(self.engine) as session:
-                claims = outbox.claim_batch(
-                    session,
-                    self.worker,
-                    now=now,
-                    limit=self.settings.newsletter.batch_size,
-                    lease=self.options.lease,
-                    subscriber_ids=self.scope,
-                )
-            if not claims:
-                if not self._wait_for_retry(now):
-                    return
-                continue
-            try:
-                self._batch(claims)
-                strikes = 0
-            except SmtpUnavailableError as e:
-                strikes += 1
-                if e.permanent or strikes >= smtp.max_attempts:
-                    self.summary.error = f"SMTP server unavailable: {e}"
-                    log.error("%s; the digests stay pending for the next run", self.summary.error)
-                    return
-                delay = backoff_seconds(
-                    strikes, smtp.retry_base_seconds, smtp.retry_max_seconds, self.rng
-                )
-                log.warning("%s; trying again in %.1fs", e, delay)
-                self._sleep(delay)
+        ahead: Future[_Composed] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="compose") as composing:
+            while not self.stop.is_set():
+                if ahead is None:
+                    now = self.clock.now()
+                    claims = self._claim(now)
+                    if not claims:
+                        if not self._wait_for_retry(now):
+                            return
+                        continue
+                    ahead = composing.submit(self._compose_batch, claims)
+                composed = ahead.result()
+                ahead = None
+                if self.reader is not None and not self.stop.is_set():
+                    claims = self._claim(self.clock.now())
+                    if claims:
+                        ahead = composing.submit(self._compose_batch, claims)
+                try:
+                    to_send = self._record(composed)
+                    if to_send:
+                        self.delivery.deliver(to_send)
+                    strikes = 0
+                except SmtpUnavailableError as e:
+                    strikes += 1
+                    if e.permanent or strikes >= smtp.max_attempts:
+                        self.summary.error = f"SMTP server unavailable: {e}"
+                        log.error(
+                            "%s; the digests stay pending for the next run", self.summary.error
+                        )
+                        return
+                    delay = backoff_seconds(
+                        strikes, smtp.retry_base_seconds, smtp.retry_max_seconds, self.rng
+                    )
+                    log.warning("%s; trying again in %.1fs", e, delay)
+                    self._sleep(delay)
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0 and not self.stop.is_set():
@@ -312,27 +360,33 @@ class SendRun:
                 out[r.subscriber_id] = _compose_failure(r, e)
         return out
 
-    def _batch(self, claims: Sequence[outbox.Claim]) -> None:
+    def _compose_batch(self, claims: Sequence[outbox.Claim]) -> _Composed:
+        """Read and compose one batch; writes nothing (may run beside a delivery)."""
         now = self.clock.now()
-        with session_scope(self.engine) as session:
+        with Session(self.reader or self.engine) as session:
             live = outbox_plan.deliverable_ids(session, [c.subscriber_id for c in claims])
             reqs = self.requests(session, claims, now)
             drafts = self._compose_isolated(session, [r for r in reqs if r.subscriber_id in live])
             who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
-        by_sub = {c.subscriber_id: c for c in claims}
-        to_send: list[tuple[outbox.Claim, ComposeRequest, Draft]] = []
+            session.rollback()
+        return _Composed(claims, reqs, live, drafts, who, now)
+
+    def _record(self, batch: _Composed) -> list[Item]:
+        """Settle what will not be sent (skipped, failed); the rest, ready to send."""
+        by_sub = {c.subscriber_id: c for c in batch.claims}
+        to_send: list[Item] = []
         with session_scope(self.engine) as session:
-            for req in reqs:
+            for req in batch.requests:
                 claim = by_sub[req.subscriber_id]
-                email = who.get(req.subscriber_id, ("?", ""))[0]
-                if req.subscriber_id not in live:
+                email = batch.who.get(req.subscriber_id, ("?", ""))[0]
+                if req.subscriber_id not in batch.live:
                     # Unsubscribed or deactivated since the digest was planned.
                     outbox.mark_skipped(
-                        session, claim.id, self.worker, window_start=None, window_end=now
+                        session, claim.id, self.worker, window_start=None, window_end=batch.now
                     )
                     self._count("skipped", email)
                     continue
-                got = drafts.get(req.subscriber_id)
+                got = batch.drafts.get(req.subscriber_id)
                 if isinstance(got, Draft):
                     to_send.append((claim, req, got))
                 elif isinstance(got, str):
@@ -349,180 +403,7 @@ class SendRun:
                         window_end=req.window_end,
                     )
                     self._count("skipped", email)
-        if to_send:
-            self._deliver(to_send)
-
-    def _deliver(self, items: Sequence[tuple[outbox.Claim, ComposeRequest, Draft]]) -> None:
-        """Send with ``sender.parallelism`` threads; renew the leases while it takes."""
-        halt = threading.Event()  # stop handing out work: SIGTERM or server unavailable
-        unavailable: list[SmtpUnavailableError] = []
-        queue = list(reversed(items))
-        queue_lock = threading.Lock()
-        done_ids: set[int] = set()
-
-        def worker() -> None:
-            while not (halt.is_set() or self.stop.is_set()):
-                with queue_lock:
-                    if not queue:
-                        return
-                    claim, req, draft = queue.pop()
-                try:
-                    self._send_one(claim, req, draft)
-                except SmtpUnavailableError as e:
-                    unavailable.append(e)  # not this digest's fault: released below
-                    halt.set()
-                    return
-                except BaseException:
-                    halt.set()
-                    raise
-                with queue_lock:
-                    done_ids.add(claim.id)
-
-        n = max(1, min(self.sender.parallelism, len(items)))
-        renew_every = max(1.0, self.options.lease.total_seconds() / 3)
-        with ThreadPoolExecutor(n, thread_name_prefix="send") as pool:
-            futures = [pool.submit(worker) for _ in range(n)]
-            while True:
-                finished, running = wait(futures, timeout=renew_every, return_when=FIRST_EXCEPTION)
-                if not running or any(f.exception() for f in finished if f.done()):
-                    break
-                with queue_lock:
-                    left = [c.id for c, _, _ in items if c.id not in done_ids]
-                with session_scope(self.engine) as session:
-                    outbox.renew_claims(
-                        session, self.worker, left, until=self.clock.now() + self.options.lease
-                    )
-            halt.set()
-        for f in futures:
-            exc = f.exception()
-            if exc is not None:
-                raise exc
-        leftover = [c.id for c, _, _ in items if c.id not in done_ids]
-        if leftover:
-            with session_scope(self.engine) as session:
-                outbox.release_claims(session, self.worker, leftover)
-        if unavailable:
-            raise unavailable[0]
-
-    def _send_one(self, claim: outbox.Claim, req: ComposeRequest, draft: Draft) -> None:
-        msg = OutgoingMessage(
-            envelope_from=_envelope_from(self.settings),
-            recipient=draft.recipient,
-            data=draft.data,
-            message_id=draft.message_id,
-            digest_id=claim.id,
-            period=claim.period,
-        )
-
-        marked = False
-
-        def before_data() -> None:
-            nonlocal marked
-            with session_scope(self.engine) as session:
-                result = outbox.mark_sending(
-                    session,
-                    claim.id,
-                    self.worker,
-                    subscriber_id=claim.subscriber_id,
-                    subject=draft.subject,
-                    message_id=draft.message_id,
-                    window_start=req.window_start,
-                    window_end=req.window_end,
-                    entries=draft.entries,
-                    lease_until=self.clock.now() + self.options.lease,
-                )
-                if result != "ok":
-                    raise _Abort(result)  # rolls the transaction back
-            marked = True
-
-        try:
-            receipt = self.sender.send(msg, before_data)
-        except _Abort as a:
-            self._aborted(claim, draft, a.result)
-            return
-        except SmtpUnavailableError:
-            raise
-        except DeliveryError as e:
-            # A reply to DATA, or a connection lost before it: not accepted. (A connection
-            # lost after the final dot is undecidable in SMTP itself, RFC 1047; like every
-            # MTA we retry.)
-            self._delivery_failed(claim, req, draft, e)
-            return
-        except Exception as e:
-            if marked:
-                log.exception(
-                    "digest %d to %s: unexpected error while sending; left in 'sending' "
-                    "(settle with `newsletter resend %d`)",
-                    claim.id,
-                    draft.recipient,
-                    claim.id,
-                )
-                return
-            log.exception("digest %d to %s: unexpected error", claim.id, draft.recipient)
-            self._delivery_failed(claim, req, draft, DeliveryError(f"unexpected error: {e!r}"))
-            return
-        with session_scope(self.engine) as session:
-            recorded = outbox.mark_sent(
-                session, claim.id, self.worker, reply=receipt.reply, now=self.clock.now()
-            )
-        if not recorded:
-            log.warning(
-                "digest %d to %s was delivered but changed state meanwhile (settled by hand?)",
-                claim.id,
-                draft.recipient,
-            )
-        log.debug(
-            "sent digest %d (%s) to %s: %s", claim.id, claim.period, draft.recipient, receipt.reply
-        )
-        self._count("sent", draft.recipient)
-
-    def _aborted(self, claim: outbox.Claim, draft: Draft, result: outbox.MarkResult) -> None:
-        if result == "lost":
-            log.debug("digest %d was taken over or superseded; not sending it", claim.id)
-            self._count("lost", draft.recipient)
-            return
-        # Stale: an entry of the draft went out in another digest meanwhile. Compose again
-        # (once); if it happens again, treat it as a temporary failure.
-        with session_scope(self.engine) as session:
-            if claim.id in self._stale:
-                self._reschedule(session, claim, draft, "composed entries already sent; retrying")
-            else:
-                self._stale.add(claim.id)
-                outbox.release_claims(session, self.worker, [claim.id])
-                self._count("released", draft.recipient)
-
-    def _delivery_failed(
-        self, claim: outbox.Claim, req: ComposeRequest, draft: Draft, e: DeliveryError
-    ) -> None:
-        reason = str(e)
-        with session_scope(self.engine) as session:
-            if e.permanent or claim.attempts + 1 >= self.settings.smtp.max_attempts:
-                if not e.permanent:
-                    reason = f"gave up after {claim.attempts + 1} attempts: {reason}"
-                outbox.mark_failed(
-                    session, claim.id, self.worker, error=reason, window_start=req.window_start
-                )
-                log.error("digest %d to %s failed: %s", claim.id, draft.recipient, reason)
-                self._count("failed", draft.recipient, reason)
-            else:
-                self._reschedule(session, claim, draft, reason)
-
-    def _reschedule(self, session: Session, claim: outbox.Claim, draft: Draft, reason: str) -> None:
-        smtp = self.settings.smtp
-        delay = backoff_seconds(
-            claim.attempts + 1, smtp.retry_base_seconds, smtp.retry_max_seconds, self.rng
-        )
-        at = self.clock.now() + timedelta(seconds=delay)
-        outbox.reschedule(session, claim.id, self.worker, error=reason, next_attempt_at=at)
-        log.warning(
-            "digest %d to %s: %s; retry %d in %.1fs",
-            claim.id,
-            draft.recipient,
-            reason,
-            claim.attempts + 2,
-            delay,
-        )
-        self._count("retried", draft.recipient)
+        return to_send
 
     def _count(self, outcome: Outcome, recipient: str, reason: str | None = None) -> None:
         with self._lock:
@@ -563,7 +444,7 @@ def send_due(
     after the messages in flight, which are recorded first (SIGTERM in ``run``).
     """
     stop = stop or threading.Event()
-    clock = _Clock(
+    clock = Clock(
         now=now or (lambda: datetime.now(UTC)),
         sleep=sleep or (lambda seconds: _wait(stop, seconds)),
     )
