@@ -32,6 +32,7 @@ REQUIRED = (
     "total_seconds",
     "peak_rss_mb",
     "smtp_messages_per_second",
+    "send_smtp_messages_per_second",
 )
 
 
@@ -47,6 +48,8 @@ def test_benchmark_writes_the_table_and_json(
     assert run["n_subscribers"] == 20 and run["n_entries"] == 50
     assert run["emails"] + run["skipped"] == 20 and run["emails"] > 0
     assert run["smtp_received"] == run["smtp_messages"] == 20
+    # The whole send again, over SMTP: every email that was composed reached the sink.
+    assert run["send_smtp_received"] == run["send_smtp_messages"] == run["emails"]
     assert 0 < run["peak_rss_mb"] < 4096
     assert run["emails_per_second"] > 0 and run["speedup_vs_reference"] > 0
     assert run["bytes_per_email"] > 1000

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.db.core import chunks
-from newsletter.db.leases import dialect_insert
 from newsletter.db.outbox import PENDING, SENDING, SENT, MarkResult
 from newsletter.models import Digest, DigestEntry
 
@@ -51,41 +53,89 @@ class GroupConflict(Exception):
     """
 
 
-def _digests() -> Table:
-    # Core's executemany UPDATE (one statement, many parameter sets) needs the table.
-    table = Digest.__table__
+def _table(model: type[Digest] | type[DigestEntry]) -> Table:
+    table = model.__table__
     assert isinstance(table, Table)
     return table
 
 
+@cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """Core statements built once: a group runs each of them once, with its parameters.
+
+    Building an ORM statement costs more than running it on SQLite; these are built
+    once per process and reach the driver through Core's compiled cache.
+    """
+    d, de = _table(Digest), _table(DigestEntry)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    held = select(d.c.id).where(
+        d.c.id.in_(bindparam("ids", expanding=True)),
+        d.c.status == bindparam("status"),
+        d.c.claimed_by == bindparam("worker"),
+    )
+    return {
+        "held": held.with_for_update() if dialect == "postgresql" else held,
+        "entries": insert(de)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "entry_id"])
+        .returning(de.c.id),
+        "taken": select(de.c.subscriber_id, de.c.entry_id, de.c.digest_id).where(
+            de.c.subscriber_id.in_(bindparam("subscribers", expanding=True)),
+            de.c.entry_id.in_(bindparam("entries", expanding=True)),
+        ),
+        "forget": delete(de).where(de.c.digest_id.in_(bindparam("ids", expanding=True))),
+        "sending": update(d)
+        .where(d.c.id == bindparam("b_id"))
+        .values(
+            status=SENDING,
+            subject=bindparam("b_subject"),
+            message_id=bindparam("b_message_id"),
+            n_entries=bindparam("b_n"),
+            window_start=bindparam("b_start"),
+            window_end=bindparam("b_end"),
+            lease_until=bindparam("b_lease"),
+            error=None,
+        ),
+        "sent": update(d)
+        .where(d.c.id == bindparam("b_id"))
+        .values(
+            status=SENT,
+            smtp_reply=bindparam("b_reply"),
+            sent_at=bindparam("b_at"),
+            attempts=d.c.attempts + 1,
+            lease_until=None,
+            next_attempt_at=None,
+            error=None,
+        ),
+    }
+
+
+def _run(session: Session) -> tuple[Connection, dict[str, Any]]:
+    conn = session.connection()
+    return conn, _statements(conn.dialect.name)
+
+
 def _held(session: Session, worker: str, ids: Sequence[int], status: str) -> set[int]:
+    conn, stmts = _run(session)
     held: set[int] = set()
     for chunk in chunks(list(ids)):
-        stmt = select(Digest.id).where(
-            Digest.id.in_(chunk), Digest.status == status, Digest.claimed_by == worker
-        )
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        held.update(session.scalars(stmt))
+        rows = conn.execute(stmts["held"], {"ids": list(chunk), "status": status, "worker": worker})
+        held.update(r[0] for r in rows)
     return held
 
 
 def _taken(session: Session, marks: Sequence[SendingMark]) -> set[tuple[int, int]]:
     """(subscriber, entry) pairs already in a digest other than the one being marked."""
+    conn, stmts = _run(session)
     ours = {m.digest_id for m in marks}
     wanted = {(m.subscriber_id, e) for m in marks for e, _ in m.entries}
     entry_ids = sorted({e for _, e in wanted})
     taken: set[tuple[int, int]] = set()
+    if not entry_ids:
+        return taken
     for chunk in chunks(sorted({m.subscriber_id for m in marks})):
-        rows = session.execute(
-            select(DigestEntry.subscriber_id, DigestEntry.entry_id, DigestEntry.digest_id).where(
-                DigestEntry.subscriber_id.in_(chunk), DigestEntry.entry_id.in_(entry_ids)
-            )
-        )
+        rows = conn.execute(stmts["taken"], {"subscribers": list(chunk), "entries": entry_ids})
         taken.update(
-            (r.subscriber_id, r.entry_id)
-            for r in rows
-            if r.digest_id not in ours and (r.subscriber_id, r.entry_id) in wanted
+            (sid, eid) for sid, eid, did in rows if did not in ours and (sid, eid) in wanted
         )
     return taken
 
@@ -117,23 +167,11 @@ def mark_sending_many(
         ok.append(m)
     if not ok:
         return results
-    ids = [m.digest_id for m in ok]
-    for chunk in chunks(ids):
-        session.execute(delete(DigestEntry).where(DigestEntry.digest_id.in_(chunk)))
-    table = _digests()
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(
-            status=SENDING,
-            subject=bindparam("b_subject"),
-            message_id=bindparam("b_message_id"),
-            n_entries=bindparam("b_n"),
-            window_start=bindparam("b_start"),
-            window_end=bindparam("b_end"),
-            lease_until=bindparam("b_lease"),
-            error=None,
-        ),
+    conn, stmts = _run(session)
+    for chunk in chunks([m.digest_id for m in ok]):
+        conn.execute(stmts["forget"], {"ids": list(chunk)})
+    conn.execute(
+        stmts["sending"],
         [
             {
                 "b_id": m.digest_id,
@@ -159,15 +197,10 @@ def mark_sending_many(
         for rank, (eid, score) in enumerate(m.entries, start=1)
     ]
     inserted = 0
-    for part in chunks(rows):
-        inserted += len(
-            session.execute(
-                dialect_insert(session, DigestEntry)
-                .values(list(part))
-                .on_conflict_do_nothing(index_elements=["subscriber_id", "entry_id"])
-                .returning(DigestEntry.id)
-            ).all()
-        )
+    if rows:
+        # One statement, many parameter sets: compiled once and cached, where a
+        # multi-row VALUES would be compiled again for every group.
+        inserted = len(conn.execute(stmts["entries"], rows).all())
     if inserted != len(rows):
         raise GroupConflict(f"{len(rows) - inserted} entries were taken meanwhile")
     return results
@@ -180,19 +213,9 @@ def mark_sent_many(session: Session, worker: str, marks: Sequence[SentMark]) -> 
     held = _held(session, worker, [m.digest_id for m in marks], SENDING)
     todo = [m for m in marks if m.digest_id in held]
     if todo:
-        table = _digests()
-        session.connection().execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(
-                status=SENT,
-                smtp_reply=bindparam("b_reply"),
-                sent_at=bindparam("b_at"),
-                attempts=table.c.attempts + 1,
-                lease_until=None,
-                next_attempt_at=None,
-                error=None,
-            ),
+        conn, stmts = _run(session)
+        conn.execute(
+            stmts["sent"],
             [{"b_id": m.digest_id, "b_reply": m.reply[:2000], "b_at": m.at} for m in todo],
         )
     return {m.digest_id for m in todo}
