@@ -46,7 +46,7 @@ from newsletter.db.articles import load_candidates
 from newsletter.db.core import connect
 from newsletter.db.entries import store_entries, sync_feeds
 from newsletter.db.subscribers import active_subscriber_ids, load_profiles, sync_subscribers
-from newsletter.delivery import OutgoingMessage, Receipt, Sender, SmtpSender
+from newsletter.delivery import OutgoingMessage, Receipt, Sender
 from newsletter.domain import Article, Match, ParsedEntry, Profile
 from newsletter.matching import Matcher
 from newsletter.models import Digest, DigestEntry, Subscriber
@@ -54,6 +54,7 @@ from newsletter.pipeline.drafts import ProcessComposer
 from newsletter.pipeline.send import send_due
 from newsletter.pipeline.send_report import SendOptions
 from newsletter.render import DigestRequest, Renderer
+from newsletter.smtp import SmtpSender
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

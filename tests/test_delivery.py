@@ -20,14 +20,13 @@ from newsletter.config import SmtpSettings, settings_from_mapping
 from newsletter.delivery import (
     OutgoingMessage,
     PreviewSender,
-    SmtpSender,
     SmtpThrottledError,
     SmtpUnavailableError,
     backoff_seconds,
     make_sender,
-    to_crlf,
 )
 from newsletter.errors import ConfigError, DeliveryError
+from newsletter.smtp import SmtpSender, to_crlf
 from tests.support.smtp import Fault, RecordingHandler, SmtpTestServer, start_smtp_server
 
 

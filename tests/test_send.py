@@ -23,11 +23,12 @@ from sqlalchemy.orm import Session
 from newsletter.config import Settings, settings_from_mapping
 from newsletter.db import outbox_plan, session_scope
 from newsletter.db.entries import last_run
-from newsletter.delivery import PreviewSender, SmtpSender
+from newsletter.delivery import PreviewSender
 from newsletter.errors import NewsletterError, RenderError
 from newsletter.models import Suppression
 from newsletter.pipeline.drafts import ComposeFn, ComposeRequest
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
+from newsletter.smtp import SmtpSender
 from tests.support.sending import (
     SECRET,
     ManualClock,
