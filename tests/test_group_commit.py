@@ -11,7 +11,14 @@ from sqlalchemy.orm import Session
 
 from newsletter.db import outbox, outbox_plan, session_scope
 from newsletter.db.core import connect
-from newsletter.db.outbox_bulk import SendingMark, SentMark, mark_sending_many, mark_sent_many
+from newsletter.db.outbox_bulk import (
+    SendingMark,
+    SentMark,
+    SkippedMark,
+    mark_sending_many,
+    mark_sent_many,
+    mark_skipped_many,
+)
 from newsletter.pipeline.group_commit import OutboxMarks
 from newsletter.pipeline.send import reader_engine
 from tests.support.sending import add_entries, add_subscribers, digest_entry_ids, digests, utc
@@ -212,3 +219,23 @@ def test_composing_reads_beside_the_writer_on_sqlite_files_only(tmp_path: Path) 
     finally:
         on_file.dispose()
         in_memory.dispose()
+
+
+def test_skipped_marks_only_move_our_pending_rows(engine: Engine) -> None:
+    a, b, c = add_subscribers(engine, ["a@example.org", "b@example.org", "c@example.org"])
+    (e1,) = add_entries(engine, ["Bilevel"], first_seen=NOW)
+    da, db, dc = _claims(engine, [a, b, c])
+    with session_scope(engine) as s:
+        mark_sending_many(s, "w1", [_mark(dc, c, [e1])])  # already on its way
+    start = NOW - timedelta(days=1)
+    with session_scope(engine) as s:
+        mark_skipped_many(s, "intruder", [SkippedMark(da, start, NOW)])
+        mark_skipped_many(
+            s,
+            "w1",
+            [SkippedMark(da, start, NOW), SkippedMark(db, None, NOW), SkippedMark(dc, None, NOW)],
+        )
+    rows = {x.id: x for x in digests(engine)}
+    assert (rows[da].status, rows[da].window_start, rows[da].window_end) == ("skipped", start, NOW)
+    assert (rows[db].status, rows[db].window_start, rows[db].lease_until) == ("skipped", None, None)
+    assert rows[dc].status == "sending"

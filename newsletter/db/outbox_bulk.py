@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.db.core import chunks
-from newsletter.db.outbox import PENDING, SENDING, SENT, MarkResult
+from newsletter.db.outbox import PENDING, SENDING, SENT, SKIPPED, MarkResult
 from newsletter.models import Digest, DigestEntry
 
 
@@ -93,6 +93,20 @@ def _statements(dialect: str) -> dict[str, Any]:
             window_start=bindparam("b_start"),
             window_end=bindparam("b_end"),
             lease_until=bindparam("b_lease"),
+            error=None,
+        ),
+        "skipped": update(d)
+        .where(
+            d.c.id == bindparam("b_id"),
+            d.c.status == PENDING,
+            d.c.claimed_by == bindparam("b_worker"),
+        )
+        .values(
+            status=SKIPPED,
+            window_start=bindparam("b_start"),
+            window_end=bindparam("b_end"),
+            n_entries=0,
+            lease_until=None,
             error=None,
         ),
         "sent": update(d)
@@ -219,3 +233,28 @@ def mark_sent_many(session: Session, worker: str, marks: Sequence[SentMark]) -> 
             [{"b_id": m.digest_id, "b_reply": m.reply[:2000], "b_at": m.at} for m in todo],
         )
     return {m.digest_id for m in todo}
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedMark:
+    digest_id: int
+    window_start: datetime | None
+    window_end: datetime
+
+
+def mark_skipped_many(session: Session, worker: str, marks: Sequence[SkippedMark]) -> None:
+    """``mark_skipped`` for each of ``marks`` (a batch's digests with nothing new)."""
+    if marks:
+        conn, stmts = _run(session)
+        conn.execute(
+            stmts["skipped"],
+            [
+                {
+                    "b_id": m.digest_id,
+                    "b_worker": worker,
+                    "b_start": m.window_start,
+                    "b_end": m.window_end,
+                }
+                for m in marks
+            ],
+        )

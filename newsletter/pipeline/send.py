@@ -46,6 +46,7 @@ from newsletter.db import outbox, outbox_admin, outbox_plan, session_scope
 from newsletter.db.articles import window_starts
 from newsletter.db.entries import finish_run, start_run
 from newsletter.db.leases import new_worker_id
+from newsletter.db.outbox_bulk import SkippedMark, mark_skipped_many
 from newsletter.delivery import Sender, SmtpUnavailableError, backoff_seconds
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.periods import due_period, period_key
@@ -375,19 +376,17 @@ class SendRun:
         """Settle what will not be sent (skipped, failed); the rest, ready to send."""
         by_sub = {c.subscriber_id: c for c in batch.claims}
         to_send: list[Item] = []
+        skipped: list[SkippedMark] = []
         with session_scope(self.engine) as session:
             for req in batch.requests:
                 claim = by_sub[req.subscriber_id]
                 email = batch.who.get(req.subscriber_id, ("?", ""))[0]
+                got = batch.drafts.get(req.subscriber_id)
                 if req.subscriber_id not in batch.live:
                     # Unsubscribed or deactivated since the digest was planned.
-                    outbox.mark_skipped(
-                        session, claim.id, self.worker, window_start=None, window_end=batch.now
-                    )
+                    skipped.append(SkippedMark(claim.id, None, batch.now))
                     self._count("skipped", email)
-                    continue
-                got = batch.drafts.get(req.subscriber_id)
-                if isinstance(got, Draft):
+                elif isinstance(got, Draft):
                     to_send.append((claim, req, got))
                 elif isinstance(got, str):
                     outbox.mark_failed(
@@ -395,14 +394,9 @@ class SendRun:
                     )
                     self._count("failed", email, got)
                 else:
-                    outbox.mark_skipped(
-                        session,
-                        claim.id,
-                        self.worker,
-                        window_start=req.window_start,
-                        window_end=req.window_end,
-                    )
+                    skipped.append(SkippedMark(claim.id, req.window_start, req.window_end))
                     self._count("skipped", email)
+            mark_skipped_many(session, self.worker, skipped)
         return to_send
 
     def _count(self, outcome: Outcome, recipient: str, reason: str | None = None) -> None:
