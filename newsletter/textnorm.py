@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import snowballstemmer
 
@@ -110,29 +111,57 @@ def term(folded: str) -> str:
     return str(_STEMMER.stemWord(americanise(folded)))
 
 
+class Words(NamedTuple):
+    """The words of a text as parallel lists: a :class:`Token` is one row. An index
+    wants the columns, and building them directly skips a Token per word."""
+
+    folds: list[str]
+    starts: list[int]
+    ends: list[int]
+    joins: list[bool]
+
+
+def _scan(text: str, offset: int, into: Words) -> None:
+    """Append the words of ``text`` (shifted by ``offset``) to ``into``.
+
+    Two neighbours may be joined into one word when only a hyphen separates them, or
+    only whitespace and neither is a stop word ("multi objective", not "in form").
+    """
+    folds, starts, ends, joins = into
+    prev_end = -1
+    prev = ""  # the previous word of this text ("" before the first)
+    for m in _WORD_RE.finditer(text):
+        f = fold(m.group())
+        if not f:
+            continue
+        start = m.start()
+        if prev:
+            gap = text[prev_end:start].strip()
+            if (len(gap) == 1 and gap in _HYPHENS) or (
+                not gap and prev not in STOP_WORDS and f not in STOP_WORDS
+            ):
+                joins[-1] = True
+        folds.append(f)
+        starts.append(start + offset)
+        ends.append(m.end() + offset)
+        joins.append(False)
+        prev_end = m.end()
+        prev = f
+
+
+def _tokens(words: Words) -> list[Token]:
+    return [Token(*row) for row in zip(*words, strict=True)]
+
+
 def tokenize(text: str, offset: int = 0) -> list[Token]:
     """Split ``text`` into words with their spans (shifted by ``offset``).
 
     Two neighbours may be joined into one word when only a hyphen separates them, or
     only whitespace and neither is a stop word ("multi objective", not "in form").
     """
-    tokens: list[Token] = []
-    prev_end = -1
-    for m in _WORD_RE.finditer(text):
-        f = fold(m.group())
-        if not f:
-            continue
-        if tokens:
-            gap = text[prev_end : m.start()].strip()
-            prev = tokens[-1]
-            joinable = (len(gap) == 1 and gap in _HYPHENS) or (
-                not gap and prev.fold not in STOP_WORDS and f not in STOP_WORDS
-            )
-            if joinable:
-                tokens[-1] = Token(prev.fold, prev.start, prev.end, True)
-        tokens.append(Token(f, m.start() + offset, m.end() + offset, False))
-        prev_end = m.end()
-    return tokens
+    words = Words([], [], [], [])
+    _scan(text, offset, words)
+    return _tokens(words)
 
 
 def only_stop_words(folds: tuple[str, ...] | list[str]) -> bool:
@@ -151,20 +180,29 @@ def field_text(article: Article, field: Field) -> str:
     return LIST_SEPARATOR.join(article.categories)
 
 
-def field_tokens(article: Article, field: Field) -> list[Token]:
-    """The words of one field; a barrier token separates two authors or categories."""
+def field_words(article: Article, field: Field) -> Words:
+    """The words of one field; a barrier word separates two authors or categories."""
+    words = Words([], [], [], [])
     if field in ("title", "abstract"):
-        return tokenize(field_text(article, field))
+        _scan(field_text(article, field), 0, words)
+        return words
     items = article.authors if field == "author" else article.categories
-    tokens: list[Token] = []
     offset = 0
     for i, item in enumerate(items):
         if i:
-            tokens.append(Token(BARRIER, offset, offset, False))
+            words.folds.append(BARRIER)
+            words.starts.append(offset)
+            words.ends.append(offset)
+            words.joins.append(False)
             offset += len(LIST_SEPARATOR)
-        tokens.extend(tokenize(item, offset))
+        _scan(item, offset, words)
         offset += len(item)
-    return tokens
+    return words
+
+
+def field_tokens(article: Article, field: Field) -> list[Token]:
+    """The words of one field as tokens (:func:`field_words`, one row each)."""
+    return _tokens(field_words(article, field))
 
 
 def _exact(folded: str) -> str:

@@ -5,6 +5,7 @@ Every check runs through both the indexed :class:`Matcher` and ``reference_match
 
 from __future__ import annotations
 
+import random
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -294,3 +295,88 @@ def test_every_article_a_candidate_is_the_same_as_no_filter() -> None:
     p = profile("bilevel optimization", "reward")
     assert m.match(p, candidates={1, 2}) == m.match(p) == reference_match(articles, p)
     assert [x.article.id for x in m.match(p, candidates={2})] == [2]
+
+
+# -- the array ranking: many entries, ties, limits, candidate sets ------------------------
+
+
+def _many(n: int, seed: int) -> list[Article]:
+    """``n`` entries from a small vocabulary, with few distinct upvotes and dates: scores
+    and tie-break keys repeat a lot, which is what the top-``limit`` selection must get
+    exactly right."""
+    rng = random.Random(seed)
+    words = ["reward", "model", "agents", "diffusion", "RLHF", "bilevel", "optimisation"]
+    return [
+        art(
+            i,
+            " ".join(rng.sample(words, rng.randint(0, 3))),
+            " ".join(rng.choices(words, k=rng.randint(0, 6))),
+            authors=tuple(rng.sample(["Ada Reward", "Alan Model"], rng.randint(0, 2))),
+            upvotes=rng.choice([None, 0, 3, 3, 7]),
+            published=T0 - timedelta(hours=rng.choice([0, 0, 5])),
+        )
+        for i in rng.sample(range(1, 10_000), n)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_limit_of_many_tied_entries_is_the_reference_prefix(seed: int) -> None:
+    articles = _many(300, seed)
+    matcher = Matcher(articles)
+    profiles = [
+        profile("reward", "model"),
+        profile(Keyword("RLHF", weight=2.0), "agents", exclude=("diffusion",)),
+        profile("bilevel optimization", Keyword("reward", weight=0.5, field="author")),
+        profile(*(Keyword(w, weight=1.5) for w in ("model", "agent", "diffusion"))),
+    ]
+    for p in profiles:
+        full = reference_match(articles, p)
+        assert matcher.match(p) == full
+        for limit in (0, 1, 2, 5, 10, 37, 299, 1000):
+            assert matcher.match(p, limit=limit) == full[:limit], limit
+
+
+def test_candidate_sets_of_every_kind_agree_and_a_shared_one_is_reused() -> None:
+    articles = _many(120, 7)
+    matcher = Matcher(articles)
+    ids = [a.id for a in articles]
+    window = frozenset(ids[::3]) | {123_456}  # an id outside the batch is ignored
+    p = profile("reward", "agents")
+    q = profile("model", exclude=("reward",))
+    for candidates in (window, set(window), list(window), frozenset(ids), frozenset()):
+        for prof in (p, q, p):  # the same frozenset again: the remembered mask
+            got = matcher.match(prof, candidates=candidates, limit=7)
+            assert got == reference_match(articles, prof, candidates=candidates, limit=7)
+    assert all(m.article.id in window for m in matcher.match(p, candidates=window))
+
+
+def test_scores_are_plain_floats_and_hits_keep_the_weight_as_given() -> None:
+    articles = [art(1, "RLHF reward", "reward"), art(2, "reward", upvotes=3)]
+    matcher = Matcher(articles)
+    for weight in (3, 3.0, 2, 2.0):
+        p = profile(Keyword("reward", weight=weight), "RLHF")
+        got = matcher.match(p, limit=5)
+        assert got == reference_match(articles, p, limit=5)
+        assert all(type(m.score) is float for m in got)
+        assert [type(h.weight) for m in got for h in m.hits if h.keyword == "reward"] == [
+            type(weight)
+        ] * 3
+
+
+def test_zero_and_negative_weights_rank_as_the_reference_does() -> None:
+    """Profiles from YAML have weights above 0; the matcher still follows the rules."""
+    articles = _many(80, 3)
+    matcher = Matcher(articles)
+    for p in (
+        profile(Keyword("reward", weight=0.0)),
+        profile(Keyword("reward", weight=-1.0), "model"),
+        profile(Keyword("model", weight=-2.0), Keyword("agents", weight=0.0), "reward"),
+    ):
+        for limit in (None, 3, 20):
+            assert matcher.match(p, limit=limit) == reference_match(articles, p, limit=limit)
+
+
+def test_an_empty_batch_matches_nothing() -> None:
+    matcher = Matcher([])
+    assert matcher.match(profile("reward"), limit=3) == []
+    assert matcher.match(profile("reward"), candidates=frozenset({1})) == []

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import distinct, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -278,7 +278,32 @@ def entry_totals(session: Session) -> tuple[int, datetime | None]:
     return int(n), newest
 
 
-def to_article(entry: Entry, *, feed_name: str = "") -> Article:
+class EntryColumns(Protocol):
+    """What :func:`to_article` reads: an ``Entry``, or a row selecting these columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def link(self) -> str: ...
+    @property
+    def authors(self) -> list[str]: ...
+    @property
+    def categories(self) -> list[str]: ...
+    @property
+    def extra(self) -> dict[str, Any]: ...
+    @property
+    def upvotes(self) -> int | None: ...
+    @property
+    def published_at(self) -> datetime: ...
+    @property
+    def first_seen_at(self) -> datetime: ...
+
+
+def to_article(entry: EntryColumns, *, feed_name: str = "") -> Article:
     """A stored entry as the plain value matching and rendering work on."""
     extra = entry.extra or {}
     count = extra.get("hf:authors")

@@ -14,6 +14,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
+from functools import lru_cache
 from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import insert, select, update
@@ -63,48 +64,82 @@ def profile_row(profile: Profile) -> dict[str, Any]:
 
 
 def _keywords_from_json(items: Any, *, with_weight: bool) -> tuple[Keyword, ...]:
-    """Keywords of a stored profile; strings and mappings alike (the YAML shapes)."""
+    """Keywords of a stored profile; strings and mappings alike (the YAML shapes).
+
+    Loading profiles is on the send's path (a few per millisecond), so plain dicts,
+    the stored shape, skip the slower ``Mapping`` check.
+    """
     out: list[Keyword] = []
     for item in items or ():
         if isinstance(item, str):
             if item.strip():
                 out.append(Keyword(item.strip()))
             continue
-        if not isinstance(item, Mapping) or not str(item.get("term") or "").strip():
+        if type(item) is not dict and not isinstance(item, Mapping):
+            continue
+        raw = item.get("term")
+        term = raw.strip() if type(raw) is str else str(raw or "").strip()
+        if not term:
             continue
         field_name = item.get("field")
         weight = item.get("weight", 1.0) if with_weight else 1.0
         out.append(
-            Keyword(
-                term=str(item["term"]).strip(),
-                weight=float(weight) if isinstance(weight, int | float) else 1.0,
-                exact=bool(item.get("exact", False)),
-                field=cast(Field, field_name) if field_name in FIELDS else None,
+            _keyword(
+                term,
+                float(weight) if isinstance(weight, (int, float)) else 1.0,
+                bool(item.get("exact", False)),
+                cast(Field, field_name) if field_name in FIELDS else None,
             )
         )
     return tuple(out)
 
 
-def _to_profile(sub: Subscriber) -> Profile:
-    data = sub.profile or {}
+@lru_cache(maxsize=1 << 16)
+def _keyword(term: str, weight: float, exact: bool, field: Field | None) -> Keyword:
+    """One shared, immutable Keyword per distinct stored keyword.
+
+    Profiles share their popular keywords, and a send keeps a batch of profiles alive
+    while it matches them: fewer long-lived objects, fewer full garbage collections.
+    """
+    return Keyword(term, weight=weight, exact=exact, field=field)
+
+
+# The columns a Profile is made of, read as plain rows: no ORM instances to build.
+_PROFILE_COLUMNS = (
+    Subscriber.id,
+    Subscriber.email,
+    Subscriber.name,
+    Subscriber.profile,
+    Subscriber.max_items,
+    Subscriber.frequency,
+    Subscriber.weekday,
+    Subscriber.send_time,
+    Subscriber.timezone,
+    Subscriber.active,
+    Subscriber.source_file,
+)
+
+
+def _to_profile(row: Sequence[Any]) -> Profile:
+    """A Profile from a row of ``_PROFILE_COLUMNS``."""
+    _id, email, name, data, max_items, frequency, weekday, send_at, tz, active, source = row
+    data = data or {}
     try:
-        send_time = time.fromisoformat(sub.send_time) if sub.send_time else None
+        send_time = time.fromisoformat(send_at) if send_at else None
     except ValueError as e:
-        raise DatabaseError(
-            f"subscriber {sub.email}: stored send_time {sub.send_time!r} is not HH:MM"
-        ) from e
+        raise DatabaseError(f"subscriber {email}: stored send_time {send_at!r} is not HH:MM") from e
     return Profile(
-        email=sub.email,
+        email=email,
         keywords=_keywords_from_json(data.get("keywords"), with_weight=True),
-        name=sub.name,
+        name=name,
         exclude=_keywords_from_json(data.get("exclude"), with_weight=False),
-        max_items=sub.max_items,
-        frequency=cast(Frequency, sub.frequency if sub.frequency == "weekly" else "daily"),
-        weekday=sub.weekday,
+        max_items=max_items,
+        frequency=cast(Frequency, frequency if frequency == "weekly" else "daily"),
+        weekday=weekday,
         send_time=send_time,
-        timezone=sub.timezone,
-        active=sub.active,
-        source=sub.source_file,
+        timezone=tz,
+        active=active,
+        source=source,
     )
 
 
@@ -231,11 +266,11 @@ def load_profiles(
     """
     out: dict[int, Profile] = {}
     for chunk in chunks(list(ids)):
-        stmt = select(Subscriber).where(Subscriber.id.in_(chunk))
+        stmt = select(*_PROFILE_COLUMNS).where(Subscriber.id.in_(chunk))
         if not include_suppressed:
             stmt = stmt.where(~suppressed_clause())
-        for sub in session.scalars(stmt):
-            out[sub.id] = _to_profile(sub)
+        for row in session.execute(stmt):
+            out[row[0]] = _to_profile(row)
     return out
 
 
