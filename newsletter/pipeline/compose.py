@@ -135,6 +135,9 @@ class Composer:
                 groups.setdefault(key, []).append(job)
         articles: dict[int, Article] = {}
         windows: dict[int, CandidateWindow] = {}
+        # Jobs mostly share a start and a candidate set: filter each pair once, and
+        # give them the same frozenset (the matcher caches its mask per set).
+        narrowed: dict[tuple[frozenset[int], datetime], frozenset[int]] = {}
         for (end, explicit), group in groups.items():
             since = (
                 min(j.window_start for j in group if j.window_start is not None)
@@ -153,7 +156,12 @@ class Composer:
                 window = got[job.subscriber_id]
                 if job.window_start is not None:
                     start = job.window_start
-                    ids = frozenset(i for i in window.article_ids if articles[i].first_seen > start)
+                    pair = (window.article_ids, start)
+                    ids = narrowed.get(pair)
+                    if ids is None:
+                        ids = narrowed[pair] = frozenset(
+                            i for i in window.article_ids if articles[i].first_seen > start
+                        )
                     window = CandidateWindow(job.subscriber_id, start, end, ids)
                 windows[job.subscriber_id] = window
         return articles, windows
