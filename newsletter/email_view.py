@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -37,6 +37,11 @@ _ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
 _SPACES = re.compile(r"\s+")
 _SPACE = re.compile(r"\s")
 _URL_SAFE = "/:?#[]@!$&'()*+,;=-._~%"
+# An http(s) URL that safe_url returns as it is: an ASCII host name, and a path, query
+# and fragment of characters quote() leaves alone.
+_PLAIN_URL = re.compile(
+    r"(?i:https?)://[A-Za-z0-9.-]+(?:[/?#][A-Za-z0-9/:?#\[\]@!$&'()*+,;=._~%-]*)?"
+)
 
 
 # -- views: what the templates see -----------------------------------------------------
@@ -118,6 +123,8 @@ def safe_url(url: str) -> str:
     ``javascript:``, ``data:``, relative and protocol-relative links never become an
     ``href``. Encoding here also makes the URL byte-stable through lxml's serialiser.
     """
+    if _PLAIN_URL.fullmatch(url):  # the usual case: nothing to clean, check or encode
+        return url
     url = clean(url)
     if not url or not url.isprintable():
         return ""
@@ -367,10 +374,31 @@ def top_keywords(
     profile: Profile, matches: Sequence[Match], n: int = SUBJECT_KEYWORDS
 ) -> list[str]:
     """The keywords that matched the most entries (ties: the profile's order)."""
-    order = {clean(k.term): i for i, k in enumerate(profile.keywords)}
+    return rank_keywords(profile, [{clean(h.keyword) for h in m.hits} for m in matches], n)
+
+
+def rank_keywords(
+    profile: Profile, hit_keywords: Iterable[Iterable[str]], n: int = SUBJECT_KEYWORDS
+) -> list[str]:
+    """:func:`top_keywords` from each match's distinct (cleaned) keywords."""
+    order = {clean_keyword(k.term): i for i, k in enumerate(profile.keywords)}
     counts: dict[str, int] = {}
-    for m in matches:
-        for kw in {clean(h.keyword) for h in m.hits}:
+    for keywords in hit_keywords:
+        for kw in keywords:
             counts[kw] = counts.get(kw, 0) + 1
     ranked = sorted(counts, key=lambda k: (-counts[k], order.get(k, len(order)), k))
     return ranked[:n]
+
+
+_KEYWORDS: dict[str, str] = {}
+_KEYWORDS_MAX = 20_000
+
+
+def clean_keyword(term: str) -> str:
+    """:func:`clean` of a keyword, memoised (a few thousand terms recur in every email)."""
+    got = _KEYWORDS.get(term)
+    if got is None:
+        if len(_KEYWORDS) >= _KEYWORDS_MAX:
+            _KEYWORDS.clear()
+        got = _KEYWORDS[term] = clean(term)
+    return got

@@ -7,7 +7,7 @@ scalar becomes a slot token, every list keeps one item per distinct variant (at 
 two, to learn the separator). That probe document is inlined once and cut at the tokens
 and at the ``|fragment`` markers into *parts*: literal (already inlined) markup, slots
 and regions. An email is then assembled by filling slots with escaped values and
-repeating region parts per item — no Jinja, no CSS work.
+repeating region parts per item — no Jinja, no CSS work (:mod:`newsletter.shape_fill`).
 
 A shape is keyed by the object's *variant*: the truthiness of each of its fields, which
 is what ``{% if %}`` in a template can see. Whatever a template does beyond that (a
@@ -23,61 +23,49 @@ import dataclasses
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import lxml.html
 from jinja2 import pass_eval_context
 from jinja2.nodes import EvalContext
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
-Variant = tuple[int, ...]
+from newsletter.shape_fill import (
+    Filler,
+    LazyItem,
+    Missing,
+    Part,
+    RegionRef,
+    Rows,
+    SlotRef,
+    Variant,
+    escape_html,
+    field_names,
+    variant_of,
+)
+
+__all__ = [
+    "LazyItem",
+    "MissingShape",
+    "RegionRef",
+    "Rows",
+    "ShapeCompiler",
+    "ShapeError",
+    "SlotRef",
+    "Variant",
+    "escape_html",
+    "fragment_filter",
+    "same_html",
+    "variant_of",
+]
 
 
 class ShapeError(Exception):
     """A template cannot be compiled into reusable parts (the caller falls back)."""
 
 
-class _Missing(Exception):
-    """No compiled shape yet for some object of this email."""
-
-
-@dataclass(frozen=True, slots=True)
-class SlotRef:
-    field: str  # "" for the item itself (a list of strings)
-
-
-@dataclass(frozen=True, slots=True)
-class RegionRef:
-    field: str
-    sep: str  # what the template emits between two items
-
-
-Part = str | SlotRef | RegionRef
-
-
-def _truth(value: object) -> int:
-    if value is None:
-        return 0
-    return 2 if value else 1
-
-
-_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
-
-
-def _field_names(cls: type[Any]) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        _FIELD_NAMES[cls] = names
-    return names
-
-
-def variant_of(obj: object) -> Variant:
-    """What a template's conditionals can tell apart: each field's truthiness."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return tuple(_truth(getattr(obj, n)) for n in _field_names(type(obj)))
-    return (_truth(obj),)
+class MissingShape(Exception):
+    """``fill(..., compile=False)`` met an object whose shape is not compiled yet."""
 
 
 class _Slot(str):
@@ -129,7 +117,7 @@ def fragment_filter(eval_ctx: EvalContext, value: Any, item: Any) -> Any:
     return f"{begin}{value}{end}"
 
 
-class ShapeCompiler:
+class ShapeCompiler(Filler):
     """Compiled parts of one template, keyed by (region path, variant); fills emails.
 
     ``render`` renders the template with a root probe; ``postprocess`` is the CSS
@@ -145,9 +133,9 @@ class ShapeCompiler:
         postprocess: Callable[[str], str] | None = None,
         html: bool = True,
     ) -> None:
+        super().__init__(html=html)
         self._render = render
         self._post = postprocess or (lambda s: s)
-        self._html = html
         self._nonce = "nl" + secrets.token_hex(8)
         n = re.escape(self._nonce)
         wrap = (r"<!--", r"-->") if html else ("", "")
@@ -158,43 +146,34 @@ class ShapeCompiler:
         self._variant_ids: dict[tuple[tuple[str, ...], Variant], int] = {}
         self._scope = 0
         self._scopes: dict[int, tuple[str, ...]] = {}
-        self.shapes: dict[tuple[tuple[str, ...], Variant], list[Part]] = {}
         self.compiles = 0
 
     # -- filling -----------------------------------------------------------------------
 
-    def fill(self, root: object) -> tuple[str, bool]:
+    def fill(self, root: object, *, compile: bool = True) -> tuple[str, bool]:
         """The document for ``root``; the flag says a new shape had to be compiled."""
+        doc, _, compiled = self.fill_parts(root, compile=compile)
+        return doc.decode("utf-8", "surrogatepass"), compiled
+
+    def fill_parts(self, root: object, *, compile: bool = True) -> tuple[bytes, list[bytes], bool]:
+        """:meth:`fill` in UTF-8 (``surrogatepass``), with the document's quoted-printable
+        lines (see :meth:`Filler.fill_document`) and whether a shape was compiled.
+
+        With ``compile=False`` a missing shape raises :class:`MissingShape` instead (the
+        caller builds the real views first: probes cannot be made of lazy items).
+        """
         compiled = False
         while True:
-            out: list[str] = []
             try:
-                self._fill(((), variant_of(root)), root, out)
-                return "".join(out), compiled
-            except _Missing:
+                doc, lines = self.fill_document(root, variant_of(root))
+                return doc, lines, compiled
+            except Missing:
+                if not compile:
+                    raise MissingShape from None
                 if compiled:
                     raise ShapeError("the compiled shape does not cover this email") from None
                 self.compile(root)
                 compiled = True
-
-    def _fill(self, key: tuple[tuple[str, ...], Variant], obj: object, out: list[str]) -> None:
-        parts = self.shapes.get(key)
-        if parts is None:
-            raise _Missing
-        path = key[0]
-        for p in parts:
-            if type(p) is str:
-                out.append(p)
-            elif type(p) is SlotRef:
-                value = obj if not p.field else getattr(obj, p.field)
-                out.append(str(escape(value)) if self._html else str(value))
-            else:
-                assert isinstance(p, RegionRef)
-                sub = (*path, p.field)
-                for i, item in enumerate(getattr(obj, p.field)):
-                    if i:
-                        out.append(p.sep)
-                    self._fill((sub, variant_of(item)), item, out)
 
     # -- compiling ---------------------------------------------------------------------
 
@@ -257,7 +236,7 @@ class ShapeCompiler:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             fields = {
                 n: self._probe_value(getattr(obj, n), scope, n, path)
-                for n in _field_names(type(obj))
+                for n in field_names(type(obj))
             }
             return _Probe(fields, begin, end)
         if isinstance(obj, str) and obj:

@@ -10,18 +10,20 @@ encoded-word, which no mail provider would follow.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy as email_policy
 from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from functools import lru_cache
 
 from newsletter.errors import ConfigError, RenderError
+from newsletter.qp import quoted_printable
 
 # Body encoding keeps every line short and 7-bit (safe for any relay); the message is
 # serialised with the source of pre-folded headers left alone.
@@ -32,6 +34,8 @@ _ATOMS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")
 _MSG_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 _MAX_8BIT_LINE = 998  # RFC 5321: a line of at most 998 octets before CRLF
+_TARGET = re.compile(r"<[\x21-\x7e]+>")
+_HEADER_MAX = 78
 
 
 def header_text(value: str, *, limit: int = 0) -> str:
@@ -40,11 +44,14 @@ def header_text(value: str, *, limit: int = 0) -> str:
     CR and LF are what a header injection needs; the other control characters and
     line/paragraph separators would be folded or rejected by mail software.
     """
-    out = []
-    for ch in value:
-        cat = unicodedata.category(ch)
-        out.append(" " if cat in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch)
-    text = " ".join("".join(out).split())
+    if value.isprintable():  # no character of those categories
+        text = " ".join(value.split())
+    else:
+        out = []
+        for ch in value:
+            cat = unicodedata.category(ch)
+            out.append(" " if cat in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch)
+        text = " ".join("".join(out).split())
     if limit and len(text) > limit:
         cut = text.rfind(" ", 0, limit)
         text = text[: cut if cut > limit // 2 else limit].rstrip(" ,;:") + "…"
@@ -62,8 +69,17 @@ def encode_header(text: str, name: str) -> str:
 
     Set with ``set_raw`` so the email package never re-parses (and decodes) it.
     """
+    if len(name) + 2 + len(text) <= _HEADER_MAX and not _needs_encoding(text):
+        return text  # what Header gives for a line that needs no folding
+    return _encode_header(text, name)
+
+
+@lru_cache(maxsize=8192)
+def _encode_header(text: str, name: str) -> str:
     charset = "utf-8" if _needs_encoding(text) else "us-ascii"
-    return str(Header(text, charset, maxlinelen=78, header_name=name).encode(linesep="\r\n"))
+    return str(
+        Header(text, charset, maxlinelen=_HEADER_MAX, header_name=name).encode(linesep="\r\n")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +110,7 @@ class Mailbox:
         return f"{phrase} <{self.addr}>"
 
 
+@lru_cache(maxsize=4096)
 def _ascii_domain(domain: str) -> str:
     try:
         return domain.encode("idna").decode("ascii").lower()
@@ -104,7 +121,10 @@ def _ascii_domain(domain: str) -> str:
 def mailbox(addr_spec: str, name: str = "") -> Mailbox:
     """A recipient or sender; :class:`ValueError` for anything that is not one address."""
     spec = addr_spec.strip()
-    if not spec or any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in spec):
+    if not spec or (
+        not spec.isprintable()
+        and any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in spec)
+    ):
         raise ValueError(f"invalid email address {addr_spec!r}")
     local, at, domain = spec.rpartition("@")
     if not at or not local or not domain or any(c in local for c in ' "<>(),;:\\[]'):
@@ -137,6 +157,7 @@ def message_id_for(*, list_id: str, recipient: str, period: str, domain: str) ->
     return f"<{safe_period}.{h[:24]}@{domain}>"
 
 
+@lru_cache(maxsize=64)
 def list_id_header(list_name: str, list_id: str) -> str:
     """``List-Id: Name <id>`` (RFC 2919); a name with specials is quoted."""
     name = header_text(list_name, limit=100)
@@ -195,12 +216,12 @@ def _header_fields(
         headers.append(("Reply-To", reply_to.header("Reply-To")))
     headers += [
         ("Subject", encode_header(header_text(subject, limit=200), "Subject")),
-        ("Date", format_datetime(date)),
+        ("Date", _date_header(date)),
         ("Message-ID", message_id),
         ("List-Id", list_id_header(list_name, list_id)),
     ]
     targets = [f"<{u}>" for u in (unsubscribe_url, unsubscribe_mailto) if u and u.isascii()]
-    if any(not re.fullmatch(r"<[\x21-\x7e]+>", t) for t in targets):
+    if any(not _TARGET.fullmatch(t) for t in targets):
         raise RenderError("an unsubscribe URL must be ASCII without spaces (percent-encode it)")
     if targets:
         headers.append(("List-Unsubscribe", ",\r\n ".join(targets)))
@@ -217,18 +238,67 @@ def _normal_lines(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _body(text: str, body_8bit: bool) -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, CRLF-terminated body bytes) for one text part.
+_LAST_DATE: list[object] = [None, ""]
 
-    8bit keeps UTF-8 as is (a server offering 8BITMIME takes it; ``SmtpSender``
-    re-encodes for one that does not) unless a line would reach RFC 5321's 998-byte
-    limit; quoted-printable (``binascii``, lines of at most 76) is safe for any relay.
+
+def _date_header(date: datetime) -> str:
+    """``format_datetime``, once per datetime object (a batch shares one send moment)."""
+    if _LAST_DATE[0] is not date:
+        _LAST_DATE[:] = [date, format_datetime(date)]
+    return str(_LAST_DATE[1])
+
+
+def _raw(text: str) -> bytes:
+    return _normal_lines(text).encode("utf-8", "surrogateescape")
+
+
+def _raw_bodies(text: str, html: str) -> tuple[bytes, bytes, str]:
+    """Both bodies as LF-terminated UTF-8, and the boundary, encoding each body once."""
+    try:
+        text_b, html_b = text.encode("utf-8"), html.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: each use has its own error handler
+        return _raw(text), _raw(html), _boundary(text, html)
+    h = hashlib.sha256(text_b)
+    h.update(b"\x00")
+    h.update(html_b)
+    bodies = []
+    for body, raw in ((text, text_b), (html, html_b)):
+        if b"\r" in raw:
+            raw = _raw(body)
+        elif not raw.endswith(b"\n"):
+            raw += b"\n"
+        bodies.append(raw)
+    return bodies[0], bodies[1], f"=_nl_{h.hexdigest()[:28]}"
+
+
+def _body(
+    raw: bytes, body_8bit: bool, encoded: Sequence[bytes] | None
+) -> tuple[str, Sequence[bytes]]:
+    """(Content-Transfer-Encoding, CRLF-terminated body bytes as pieces) for one part.
+
+    ``raw`` is UTF-8 with LF line ends, the last one included. 8bit keeps it as is (a
+    server offering 8BITMIME takes it; ``SmtpSender`` re-encodes for one that does not)
+    unless a line would reach RFC 5321's 998-byte limit; quoted-printable (lines of at
+    most 76) is safe for any relay; ``encoded`` is that encoding when already made.
     """
-    raw = _normal_lines(text).encode("utf-8", "surrogateescape")
     if body_8bit and max(map(len, raw.split(b"\n"))) < _MAX_8BIT_LINE:
-        return ("7bit" if raw.isascii() else "8bit"), raw.replace(b"\n", b"\r\n")
-    encoded = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
-    return "quoted-printable", encoded.replace(b"\n", b"\r\n")
+        return ("7bit" if raw.isascii() else "8bit"), (raw.replace(b"\n", b"\r\n"),)
+    return "quoted-printable", encoded if encoded is not None else (quoted_printable(raw),)
+
+
+@dataclass(frozen=True, slots=True)
+class Bodies:
+    """The text and HTML parts made ahead (the renderer's filler makes them on the way).
+
+    ``text`` and ``html``: the bodies' UTF-8 bytes, holding no CR and no lone surrogate;
+    ``text_qp`` and ``html_qp``: their quoted-printable encodings as pieces (what
+    :func:`newsletter.qp.quoted_printable` gives for the body with a final LF).
+    """
+
+    text: bytes
+    html: bytes
+    text_qp: Sequence[bytes]
+    html_qp: Sequence[bytes]
 
 
 def build_message(
@@ -266,7 +336,61 @@ def build_message(
         unsubscribe_mailto=unsubscribe_mailto,
         reply_to=reply_to,
     )
-    boundary = _boundary(text, html)
+    text_raw, html_raw, boundary = _raw_bodies(text, html)
+    bodies = ((text_raw, None), (html_raw, None))
+    return _assemble(parts, recipient, boundary, bodies, body_8bit)
+
+
+def build_message_from(
+    bodies: Bodies,
+    *,
+    sender: Mailbox,
+    recipient: Mailbox,
+    subject: str,
+    date: datetime,
+    message_id: str,
+    list_name: str,
+    list_id: str,
+    unsubscribe_url: str,
+    unsubscribe_mailto: str = "",
+    reply_to: Mailbox | None = None,
+    body_8bit: bool = False,
+) -> bytes:
+    """:func:`build_message` of bodies made ahead: the same bytes, without encoding the
+    bodies again or copying them more than once."""
+    parts = _header_fields(
+        sender=sender,
+        recipient=recipient,
+        subject=subject,
+        date=date,
+        message_id=message_id,
+        list_name=list_name,
+        list_id=list_id,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_mailto,
+        reply_to=reply_to,
+    )
+    h = hashlib.sha256(bodies.text)  # as _boundary hashes the strings' UTF-8
+    h.update(b"\x00")
+    h.update(bodies.html)
+    made = (
+        (_with_lf(bodies.text) if body_8bit else b"", bodies.text_qp),
+        (_with_lf(bodies.html) if body_8bit else b"", bodies.html_qp),
+    )
+    return _assemble(parts, recipient, f"=_nl_{h.hexdigest()[:28]}", made, body_8bit)
+
+
+def _with_lf(raw: bytes) -> bytes:
+    return raw if raw.endswith(b"\n") else raw + b"\n"
+
+
+def _assemble(
+    parts: _Parts,
+    recipient: Mailbox,
+    boundary: str,
+    bodies: tuple[tuple[bytes, Sequence[bytes] | None], tuple[bytes, Sequence[bytes] | None]],
+    body_8bit: bool,
+) -> bytes:
     head = "".join(f"{name}: {value}\r\n" for name, value in parts.headers)
     head += (
         "MIME-Version: 1.0\r\n"
@@ -276,14 +400,14 @@ def build_message(
         out = [head.encode("utf-8" if parts.utf8 else "ascii")]
     except UnicodeError as e:
         raise RenderError(f"cannot serialise the message to {recipient.addr}: {e}") from e
-    for subtype, body in (("plain", text), ("html", html)):
-        cte, data = _body(body, body_8bit)
+    for subtype, (raw, encoded) in zip(("plain", "html"), bodies, strict=True):
+        cte, data = _body(raw, body_8bit, encoded)
         out.append(
             f"--{boundary}\r\n"
             f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
             f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode("ascii")
         )
-        out.append(data)
+        out.extend(data)
         out.append(b"\r\n")
     out.append(f"--{boundary}--\r\n".encode("ascii"))
     return b"".join(out)

@@ -3,10 +3,13 @@
 The templates see only the plain views of :mod:`newsletter.email_view`. Two paths
 produce the same email: :meth:`Renderer.reference_render` renders the whole document
 and runs premailer on it; :meth:`Renderer.render` (the fast path) inlines CSS once per
-template shape (:mod:`newsletter.fragments`) and fills in each subscriber's words.
-Every newly compiled shape is checked against the reference render of the email that
-needed it, and a template that defeats the scheme makes the renderer fall back to the
-reference path (logged once), so a custom template can be slower but never wrong.
+template shape (:mod:`newsletter.fragments`) and fills in each subscriber's words: cards
+drafted cheaply (:mod:`newsletter.card_drafts`), the documents made as UTF-8 together
+with their quoted-printable encoding (:mod:`newsletter.shape_fill`, :mod:`newsletter.qp`)
+and handed to the MIME builder as they are. Every newly compiled shape is checked
+against the reference render of the email that needed it, and a template that defeats
+the scheme makes the renderer fall back to the reference path (logged once), so a
+custom template can be slower but never wrong.
 """
 
 from __future__ import annotations
@@ -17,46 +20,50 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from time import perf_counter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
-import premailer
 from jinja2 import (
-    BaseLoader,
-    ChoiceLoader,
-    Environment,
-    FileSystemLoader,
-    PrefixLoader,
-    StrictUndefined,
     TemplateError,
-    select_autoescape,
 )
 
-from newsletter.config import NewsletterSettings, bundled_dir
+from newsletter.card_drafts import CardDraft, card_draft
+from newsletter.config import NewsletterSettings
 from newsletter.domain import Match, Profile
+from newsletter.email_templates import SubjectLine, inline_css, make_environment
 from newsletter.email_view import (
     CardView,
     EmailView,
     MoreView,
     card_view,
     clean,
+    clean_keyword,
     more_view,
     period_labels,
+    rank_keywords,
     safe_url,
     shorten,
     top_keywords,
 )
 from newsletter.errors import RenderError
-from newsletter.fragments import ShapeCompiler, ShapeError, fragment_filter, same_html
+from newsletter.fragments import (
+    MissingShape,
+    ShapeCompiler,
+    ShapeError,
+    same_html,
+)
 from newsletter.mime import (
+    Bodies,
     Mailbox,
     build_message,
+    build_message_from,
     mailbox,
     mailto_url,
     message_id_for,
     reference_build_message,
 )
 from newsletter.mime import parse_mailbox as _parse_mailbox
+from newsletter.qp import BAD_LINE
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +87,10 @@ class DigestRequest:
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
     subject: str
-    html: str
-    text: str
+    # The parts as text, or as their UTF-8 (the fast path makes bytes; a send never
+    # reads them as text, so they are decoded only when asked for: see html and text).
+    html_part: str | bytes
+    text_part: str | bytes
     data: bytes  # the complete MIME message
     message_id: str
     sender: str  # envelope sender (the From address)
@@ -94,57 +103,38 @@ class RenderedEmail:
     def size(self) -> int:
         return len(self.data)
 
+    @property
+    def html(self) -> str:
+        part = self.html_part
+        return part if isinstance(part, str) else part.decode("utf-8")
 
-# -- the environment -------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        part = self.text_part
+        return part if isinstance(part, str) else part.decode("utf-8")
+
+
+# -- the views ---------------------------------------------------------------------------
 
 
 TemplateName = Literal["digest", "empty"]
-
-
-def make_environment(templates_dir: Path | None = None) -> Environment:
-    """Jinja for emails: a user's ``templates_dir`` first, then the bundled templates.
-
-    A user file with the same name replaces the bundled one; ``bundled/NAME`` always
-    means the bundled file, so a user template can ``{% extends "bundled/digest.html" %}``
-    and override only a block.
-    """
-    bundled = bundled_dir("templates")
-    loaders: list[BaseLoader] = [PrefixLoader({"bundled": FileSystemLoader(bundled)})]
-    if templates_dir is not None:
-        loaders.append(FileSystemLoader(templates_dir))
-    loaders.append(FileSystemLoader(bundled))
-    env = Environment(
-        loader=ChoiceLoader(loaders),
-        autoescape=select_autoescape(("html", "htm", "xml"), default_for_string=True),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        auto_reload=False,
-    )
-    env.filters["fragment"] = fragment_filter
-    return env
-
-
-def inline_css(html: str) -> str:
-    """premailer with the options every path shares (media queries stay in <head>)."""
-    return str(
-        premailer.Premailer(
-            html,
-            keep_style_tags=False,
-            strip_important=False,
-            remove_classes=False,
-            disable_validation=True,
-            allow_network=False,
-            allow_loading_external_files=False,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform()
-    )
+Card = CardView | CardDraft  # the fast path's cards are drafts; see card_drafts
 
 
 def _view_context(view: EmailView) -> dict[str, Any]:
     # Probes are not dataclasses; both expose their fields as attributes.
     return {name: getattr(view, name) for name in EmailView.__dataclass_fields__}
+
+
+def _materialized_cards(cards: Sequence[Card]) -> tuple[CardView, ...]:
+    return tuple(c.view() if isinstance(c, CardDraft) else c for c in cards)
+
+
+def _materialized(view: EmailView) -> EmailView:
+    """``view`` with real CardViews, for templates rendered by Jinja (and for probes)."""
+    if not any(isinstance(c, CardDraft) for c in view.cards):
+        return view
+    return replace(view, cards=_materialized_cards(view.cards))
 
 
 class Renderer:
@@ -167,6 +157,12 @@ class Renderer:
         self.mailto = mailto_url(settings.unsubscribe_mailto) if settings.unsubscribe_mailto else ""
         self.default_send_time = settings.default_send_time
         self._compilers: dict[str, ShapeCompiler] = {}
+        contact_box = self.reply_to or self.sender
+        self._contact = (contact_box.addr, mailto_url(contact_box.addr, "newsletter"))
+        self._list_name = clean(settings.list_name)
+        self._subject_line = SubjectLine(
+            self.env, plain=set(EmailView.__dataclass_fields__) - {"cards", "more"}
+        )
         self.fallback_reason = ""
         # Seconds spent, when a caller (the benchmark) wants them: "render" (the whole
         # email) and "mime" (building the bytes, a part of it). None: not measured.
@@ -195,9 +191,13 @@ class Renderer:
 
     def subject(self, view: EmailView, top: Sequence[str], n_total: int) -> str:
         """``subject.txt`` for ``view``: one line, whatever the template or the data hold."""
-        ctx = {**_view_context(view), "top_keywords": list(top), "n_total": n_total}
+        return self._subject(_view_context(view), top, n_total)
+
+    def _subject(self, ctx: dict[str, Any], top: Sequence[str], n_total: int) -> str:
+        if self._subject_line.reads_cards:
+            ctx["cards"] = _materialized_cards(ctx["cards"])
         try:
-            return clean(self._template("subject.txt").render(ctx))
+            return self._subject_line.render(ctx, top, n_total)
         except TemplateError as e:
             raise RenderError(f"template subject.txt: {e}") from e
 
@@ -218,12 +218,16 @@ class Renderer:
             raise RenderError(f"template {name}: {e}") from e
 
     def _view(
-        self, req: DigestRequest, cards: Sequence[CardView], more: Sequence[MoreView], n_hidden: int
+        self,
+        req: DigestRequest,
+        cards: Sequence[Card],
+        more: Sequence[MoreView],
+        n_hidden: int,
+        top: Sequence[str],
     ) -> EmailView:
         p = req.profile
         n_total = len(req.matches)
         label, phrase = period_labels(req.day, p.frequency)
-        contact_box = self.reply_to or self.sender
         n_more = len(more) + n_hidden
         more_label = ""
         if n_more:
@@ -233,31 +237,36 @@ class Renderer:
                 if n_hidden
                 else " (titles only, to keep this email short)"
             )
-        view = EmailView(
-            subject="",
-            preheader=shorten(" · ".join(c.title_text for c in cards[:3]), 140),
-            list_name=clean(self.settings.list_name),
-            period_label=label,
-            period_phrase=phrase,
-            name=clean(p.name or ""),
-            email=clean(p.email),
-            keywords=tuple(k for k in (clean(k.term) for k in p.keywords) if k),
-            count_label=f"{n_total} new {'paper' if n_total == 1 else 'papers'}",
-            cards=tuple(cards),
-            more=tuple(more),
-            more_label=more_label,
-            unsubscribe_url=safe_url(req.unsubscribe_url),
-            preferences_url=safe_url(req.preferences_url),
-            contact=contact_box.addr,
-            contact_url=mailto_url(contact_box.addr, "newsletter"),
-            profile_file=clean(Path(p.source).name) if p.source else "",
-        )
-        if not view.unsubscribe_url:
+        unsubscribe_url = safe_url(req.unsubscribe_url)
+        if not unsubscribe_url:
             raise RenderError(
                 f"{p.email}: the unsubscribe URL must be http(s), got {req.unsubscribe_url!r}"
             )
-        subject = self.subject(view, top_keywords(p, req.matches), n_total)
-        return replace(view, subject=subject, preheader=view.preheader or subject)
+        ctx: dict[str, Any] = {
+            "subject": "",
+            "preheader": shorten(" · ".join(c.title_text for c in cards[:3]), 140),
+            "list_name": self._list_name,
+            "period_label": label,
+            "period_phrase": phrase,
+            "name": clean(p.name or ""),
+            "email": clean(p.email),
+            "keywords": tuple(k for k in (clean_keyword(k.term) for k in p.keywords) if k),
+            "count_label": f"{n_total} new {'paper' if n_total == 1 else 'papers'}",
+            # The fast path's drafts have CardView's attributes; Jinja gets real views.
+            "cards": cast("tuple[CardView, ...]", tuple(cards)),
+            "more": tuple(more),
+            "more_label": more_label,
+            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": safe_url(req.preferences_url),
+            "contact": self._contact[0],
+            "contact_url": self._contact[1],
+            "profile_file": clean(Path(p.source).name) if p.source else "",
+        }
+        fields = dict(ctx)
+        subject = self._subject(ctx, top, n_total)
+        fields["subject"] = subject
+        fields["preheader"] = fields["preheader"] or subject
+        return EmailView(**fields)
 
     def _render(
         self, req: DigestRequest, *, reference: bool, stdlib_mime: bool = False
@@ -269,11 +278,18 @@ class Renderer:
         except ValueError as e:
             raise RenderError(f"cannot address {req.profile.email!r}: {e}") from e
         template: TemplateName = "digest" if req.matches else "empty"
-        cards = [card_view(m, i) for i, m in enumerate(req.matches, start=1)]
+        cards: list[Card]
+        if reference or not self.fast:
+            cards = [card_view(m, i) for i, m in enumerate(req.matches, start=1)]
+            top = top_keywords(req.profile, req.matches)
+        else:
+            drafts = [card_draft(m, i) for i, m in enumerate(req.matches, start=1)]
+            top = rank_keywords(req.profile, [d.keywords for d in drafts])
+            cards = list(drafts)
 
         def build(n_cards: int, n_listed: int) -> RenderedEmail:
             return self._email(
-                req, recipient, template, cards, n_cards, n_listed, reference, stdlib_mime
+                req, recipient, template, cards, n_cards, n_listed, reference, stdlib_mime, top
             )
 
         n = len(cards)
@@ -299,16 +315,19 @@ class Renderer:
         req: DigestRequest,
         recipient: Mailbox,
         template: TemplateName,
-        cards: Sequence[CardView],
+        cards: Sequence[Card],
         n_cards: int,
         n_listed: int,
         reference: bool,
         stdlib_mime: bool = False,
+        top: Sequence[str] | None = None,
     ) -> RenderedEmail:
         more = [more_view(m) for m in req.matches[n_cards : n_cards + n_listed]]
         n_hidden = len(req.matches) - n_cards - n_listed
-        view = self._view(req, cards[:n_cards], more, n_hidden)
-        html, text = self._documents(template, view, reference)
+        if top is None:
+            top = top_keywords(req.profile, req.matches)
+        view = self._view(req, cards[:n_cards], more, n_hidden, top)
+        html, text, bodies = self._documents(template, view, reference)
         profile = req.profile
         sent_at = req.sent_at or datetime.combine(
             req.day,
@@ -322,26 +341,29 @@ class Renderer:
             domain=self.sender.domain,
         )
         started = perf_counter()
-        data = (reference_build_message if stdlib_mime else build_message)(
-            sender=self.sender,
-            recipient=recipient,
-            subject=view.subject,
-            text=text,
-            html=html,
-            date=sent_at,
-            message_id=message_id,
-            list_name=self.settings.list_name,
-            list_id=self.settings.list_id,
-            unsubscribe_url=view.unsubscribe_url,
-            unsubscribe_mailto=self.mailto,
-            reply_to=self.reply_to,
-        )
+        headers: dict[str, Any] = {
+            "sender": self.sender,
+            "recipient": recipient,
+            "subject": view.subject,
+            "date": sent_at,
+            "message_id": message_id,
+            "list_name": self.settings.list_name,
+            "list_id": self.settings.list_id,
+            "unsubscribe_url": view.unsubscribe_url,
+            "unsubscribe_mailto": self.mailto,
+            "reply_to": self.reply_to,
+        }
+        if bodies is not None and not stdlib_mime:
+            data = build_message_from(bodies, **headers)
+        else:
+            build = reference_build_message if stdlib_mime else build_message
+            data = build(text=_str(text), html=_str(html), **headers)
         self._spent("mime", started)
         shown = req.matches[: n_cards + n_listed]
         return RenderedEmail(
             subject=view.subject,
-            html=html,
-            text=text,
+            html_part=html,
+            text_part=text,
             data=data,
             message_id=message_id,
             sender=self.sender.addr,
@@ -355,12 +377,21 @@ class Renderer:
 
     def _documents(
         self, template: TemplateName, view: EmailView, reference: bool
-    ) -> tuple[str, str]:
+    ) -> tuple[str | bytes, str | bytes, Bodies | None]:
+        """(HTML, text, the bodies for the MIME builder when they were made on the way)."""
         if reference or not self.fast:
             return self._reference(template, view)
         try:
-            html, new_html = self._compiler(f"{template}.html").fill(view)
-            text, new_text = self._compiler(f"{template}.txt").fill(view)
+            html_shapes = self._compiler(f"{template}.html")
+            text_shapes = self._compiler(f"{template}.txt")
+            try:
+                # Every shape known (all but the first few emails): fill in the drafts.
+                html, html_lines, new_html = html_shapes.fill_parts(view, compile=False)
+                text, text_lines, new_text = text_shapes.fill_parts(view, compile=False)
+            except MissingShape:
+                view = _materialized(view)  # probes are made of real views
+                html, html_lines, new_html = html_shapes.fill_parts(view)
+                text, text_lines, new_text = text_shapes.fill_parts(view)
         except (ShapeError, AttributeError, TypeError, ValueError) as e:
             self._give_up(f"{template}: {e}")
             return self._reference(template, view)
@@ -368,11 +399,14 @@ class Renderer:
             raise RenderError(f"template {template}: {e}") from e
         if new_html or new_text:
             # A shape was compiled from this email: prove it on this email.
-            ref_html, ref_text = self._reference(template, view)
-            if not same_html(html, ref_html) or text != ref_text:
+            ref_html, ref_text, _ = self._reference(template, view)
+            if not same_html(_str(html), ref_html) or _str(text) != ref_text:
                 self._give_up(f"{template}: the compiled shape differs from the reference render")
-                return ref_html, ref_text
-        return html, text
+                return ref_html, ref_text, None
+        if b"\r" in html or b"\r" in text or BAD_LINE in html_lines or BAD_LINE in text_lines:
+            # A CR to normalise or a lone surrogate: the MIME builder's own way.
+            return _str(html), _str(text), None
+        return html, text, Bodies(text, html, text_lines, html_lines)
 
     def _give_up(self, reason: str) -> None:
         log.warning(
@@ -381,14 +415,14 @@ class Renderer:
         self.fast = False
         self.fallback_reason = reason
 
-    def _reference(self, template: TemplateName, view: EmailView) -> tuple[str, str]:
-        ctx = _view_context(view)
+    def _reference(self, template: TemplateName, view: EmailView) -> tuple[str, str, Bodies | None]:
+        ctx = _view_context(_materialized(view))
         try:
             html = inline_css(self._template(f"{template}.html").render(ctx))
             text = self._template(f"{template}.txt").render(ctx)
         except TemplateError as e:
             raise RenderError(f"template {template}: {e}") from e
-        return html, text
+        return html, text, None  # (the MIME builder encodes the bodies)
 
     def _compiler(self, name: str) -> ShapeCompiler:
         compiler = self._compilers.get(name)
@@ -404,6 +438,10 @@ class Renderer:
             compiler = ShapeCompiler(render, postprocess=inline_css if html else None, html=html)
             self._compilers[name] = compiler
         return compiler
+
+
+def _str(part: str | bytes) -> str:
+    return part if isinstance(part, str) else part.decode("utf-8", "surrogatepass")
 
 
 def _largest(fits: Callable[[int], bool], n: int) -> int:
