@@ -180,6 +180,8 @@ class Digest(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "period"),
         Index("ix_digests_status_next", "status", "next_attempt_at"),
+        Index("ix_digests_status_id", "status", "id"),  # claims, in id order
+        Index("ix_digests_status_lease", "status", "lease_until"),  # live leases
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
