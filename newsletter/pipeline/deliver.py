@@ -92,8 +92,12 @@ class Delivery:
         self.marks = OutboxMarks(engine, worker)
         self._stale: set[int] = set()
 
-    def deliver(self, items: Sequence[Item]) -> None:
-        """Send with ``sender.parallelism`` threads; renew the leases while it takes."""
+    def deliver(self, items: Sequence[Item], *, also_held: Sequence[int] = ()) -> None:
+        """Send with ``sender.parallelism`` threads; renew the leases while it takes.
+
+        ``also_held``: digests claimed for the next batch (being composed meanwhile),
+        whose leases must not run out while a slow server takes this one.
+        """
         halt = threading.Event()  # stop handing out work: SIGTERM or server unavailable
         unavailable: list[SmtpUnavailableError] = []
         queue = list(reversed(items))
@@ -131,6 +135,7 @@ class Delivery:
                         break
                     with queue_lock:
                         left = [c.id for c, _, _ in items if c.id not in done_ids]
+                        left.extend(also_held)
                     with session_scope(self.engine) as session:
                         outbox.renew_claims(
                             session, self.worker, left, until=self.clock.now() + self.options.lease

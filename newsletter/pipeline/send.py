@@ -296,14 +296,16 @@ class SendRun:
                     ahead = composing.submit(self._compose_batch, claims)
                 composed = ahead.result()
                 ahead = None
+                next_ids: list[int] = []
                 if self.reader is not None and not self.stop.is_set():
                     claims = self._claim(self.clock.now())
                     if claims:
                         ahead = composing.submit(self._compose_batch, claims)
+                        next_ids = [c.id for c in claims]
                 try:
                     to_send = self._record(composed)
                     if to_send:
-                        self.delivery.deliver(to_send)
+                        self.delivery.deliver(to_send, also_held=next_ids)
                     strikes = 0
                 except SmtpUnavailableError as e:
                     strikes += 1
