@@ -18,28 +18,27 @@ from itertools import pairwise
 
 from newsletter.domain import Article, Match
 from newsletter.email_view import (
-    _ENDS_SENTENCE,
-    _FIELD_LABEL,
-    _FIELD_ORDER,
-    _KEYWORDS,
     ABSTRACT_CHARS,
     ABSTRACT_SLACK,
+    ENDS_SENTENCE,
+    FIELD_LABEL,
+    FIELD_ORDER,
     TEXT_WIDTH,
     CardView,
     Segment,
-    _article_static,
-    _cut,
-    _wrap,
+    abstract_cut,
+    article_static,
     card_view,
     clean_keyword,
     trim_plan,
+    wrap_text,
 )
 from newsletter.shape_fill import LazyItem, Rows, Variant, variant_of
 
 _PLAIN: Variant = variant_of(Segment("x"))  # the variant of a non-empty run
 _MARK: Variant = variant_of(Segment("x", True))
 _HTML_SPECIAL = re.compile("[&<>'\"]")
-_BIT = {f: 1 << i for i, f in enumerate(_FIELD_ORDER)}  # the "why" order: lowest bit first
+_BIT = {f: 1 << i for i, f in enumerate(FIELD_ORDER)}  # the "why" order: lowest bit first
 _CACHE_MAX = 20_000
 
 # Highlight runs alternate between plain and marked (touching highlights are merged,
@@ -90,19 +89,17 @@ class _Entry:
 
     def __init__(self, a: Article) -> None:
         self.article = a
-        self.link, self.byline, self.date, self.votes, self.meta = _article_static(a)
+        self.link, self.byline, self.date, self.votes, self.meta = article_static(a)
         summary = a.summary
         self.trimmed = len(summary) > ABSTRACT_CHARS + ABSTRACT_SLACK  # as trim_plan decides
-        self.cut = _cut(summary, ABSTRACT_CHARS) if self.trimmed else len(summary)
+        self.cut = abstract_cut(summary, ABSTRACT_CHARS) if self.trimmed else len(summary)
         self.more_link = self.link if self.trimmed else ""
         self.rstrip_len = len(summary.rstrip())
         main = summary[: self.cut]
         self.main_ok = _tidy(main)
         # _card's " …" rule for one shown range: cut short, and not at a sentence end.
-        self.suffix = (
-            self.trimmed and self.cut < self.rstrip_len and not _ENDS_SENTENCE.search(main)
-        )
-        self.abstract_text = _wrap(main + " …" if self.suffix else main) if self.main_ok else ""
+        self.suffix = self.trimmed and self.cut < self.rstrip_len and not ENDS_SENTENCE.search(main)
+        self.abstract_text = wrap_text(main + " …" if self.suffix else main) if self.main_ok else ""
         self.title_ok = _tidy(a.title)
         self.title_runs = [a.title]
         self.title_esc = _HTML_SPECIAL.search(a.title) is not None
@@ -138,7 +135,7 @@ _LABELS: dict[tuple[str, int], str] = {}
 def _label(keyword: str, mask: int) -> str:
     got = _LABELS.get((keyword, mask))
     if got is None:
-        fields = ", ".join(_FIELD_LABEL[f] for f in _FIELD_ORDER if mask & _BIT[f])
+        fields = ", ".join(FIELD_LABEL[f] for f in FIELD_ORDER if mask & _BIT[f])
         if len(_LABELS) >= _CACHE_MAX:
             _LABELS.clear()
         got = _LABELS[keyword, mask] = f"{keyword} ({fields})"
@@ -192,7 +189,7 @@ def _runs(text: str, merged: list[tuple[int, int]], lo: int, hi: int, out: list[
 
 
 def wrap_tidy(text: str) -> str:
-    """``_wrap(text)`` (textwrap at TEXT_WIDTH, words never broken) for text that
+    """``wrap_text(text)`` (textwrap at TEXT_WIDTH, words never broken) for text that
     :func:`_tidy` accepts: single spaces between words, so a line is as many words as
     fit, and a longer word stands alone."""
     lines: list[str] = []
@@ -351,7 +348,7 @@ def card_draft(match: Match, rank: int) -> CardDraft:
         raw[h.keyword] = raw.get(h.keyword, 0) | _BIT[field]
     masks: dict[str, int] = {}  # the same by cleaned keyword, in order of first hit
     for term, mask in raw.items():
-        kw = _KEYWORDS.get(term) or clean_keyword(term)
+        kw = clean_keyword(term)
         masks[kw] = masks.get(kw, 0) | mask
     d.keywords = tuple(masks)
     get = _LABELS.get

@@ -25,15 +25,15 @@ TEXT_WIDTH = 72
 SUBJECT_KEYWORDS = 3
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-_FIELD_LABEL: dict[Field, str] = {
+FIELD_LABEL: dict[Field, str] = {
     "title": "title",
     "abstract": "abstract",
     "author": "authors",
     "category": "category",
 }
-_FIELD_ORDER: tuple[Field, ...] = ("title", "author", "category", "abstract")  # by weight
+FIELD_ORDER: tuple[Field, ...] = ("title", "author", "category", "abstract")  # by weight
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)")
-_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
+ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")
 _SPACES = re.compile(r"\s+")
 _SPACE = re.compile(r"\s")
 _URL_SAFE = "/:?#[]@!$&'()*+,;=-._~%"
@@ -223,7 +223,7 @@ def trim_plan(
     """
     if len(text) <= limit + ABSTRACT_SLACK:
         return [(0, len(text))], False
-    cut = _cut(text, limit)
+    cut = abstract_cut(text, limit)
     ranges = [(0, cut)]
     merged = merge_spans(spans, len(text))
     if merged and all(s >= cut for s, _ in merged):
@@ -237,7 +237,7 @@ def trim_plan(
 
 
 @lru_cache(maxsize=4096)
-def _cut(text: str, limit: int) -> int:
+def abstract_cut(text: str, limit: int) -> int:
     """Where ``text`` is cut without highlights; cached, as every subscriber's copy of an
     entry cuts at the same place."""
     ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, limit + ABSTRACT_SLACK)]
@@ -247,7 +247,7 @@ def _cut(text: str, limit: int) -> int:
 
 
 @lru_cache(maxsize=4096)
-def _wrap(text: str) -> str:
+def wrap_text(text: str) -> str:
     """``text`` wrapped for the plain-text part; cached, since highlights differ between
     subscribers but the plain abstract an entry shows rarely does."""
     return textwrap.fill(text, TEXT_WIDTH, break_long_words=False, break_on_hyphens=False)
@@ -284,10 +284,9 @@ def matched_line(match: Match) -> str:
     by_kw: dict[str, set[Field]] = {}
     for keyword, field in match.matched:
         by_kw.setdefault(clean(keyword), set()).add(field)
-    order = sorted(by_kw, key=lambda kw: min(_FIELD_ORDER.index(f) for f in by_kw[kw]))
+    order = sorted(by_kw, key=lambda kw: min(FIELD_ORDER.index(f) for f in by_kw[kw]))
     return ", ".join(
-        f"{kw} ({', '.join(_FIELD_LABEL[f] for f in _FIELD_ORDER if f in by_kw[kw])})"
-        for kw in order
+        f"{kw} ({', '.join(FIELD_LABEL[f] for f in FIELD_ORDER if f in by_kw[kw])})" for kw in order
     )
 
 
@@ -306,7 +305,7 @@ def _spans(match: Match, field: Field) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=8192)
-def _article_static(article: Article) -> tuple[str, str, str, str, str]:
+def article_static(article: Article) -> tuple[str, str, str, str, str]:
     """Per-article parts that no subscriber changes: link, byline, date, votes, meta."""
     link = safe_url(article.link)
     by = byline(article.authors, article.author_count)
@@ -334,7 +333,7 @@ def _card(
     abstract_spans: tuple[tuple[int, int], ...],
     matched: str,
 ) -> CardView:
-    link, by, when, votes, meta = _article_static(a)
+    link, by, when, votes, meta = article_static(a)
     title = _clean_segments(segments(a.title, title_spans)) or (Segment("(untitled)"),)
     ranges, trimmed = trim_plan(a.summary, abstract_spans)
     segs: list[Segment] = []
@@ -349,11 +348,11 @@ def _card(
         segs.extend(part)
         plain.append("".join(s.text for s in part))
     cut_short = ranges[-1][1] < len(a.summary.rstrip())
-    ends_sentence = _ENDS_SENTENCE.search(plain[-1] if plain else "") is not None
+    ends_sentence = ENDS_SENTENCE.search(plain[-1] if plain else "") is not None
     if trimmed and segs and cut_short and not (ends_sentence and len(ranges) == 1):
         segs.append(Segment(" …"))
         plain.append(" …")
-    abstract_text = _wrap("".join(plain))
+    abstract_text = wrap_text("".join(plain))
     return CardView(
         rank=0,
         link=link,

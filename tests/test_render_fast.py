@@ -19,13 +19,13 @@ from newsletter.domain import Field, Hit, Match
 from newsletter.email_view import (
     CardView,
     Segment,
-    _wrap,
     card_view,
     checked_url,
     clean,
     rank_keywords,
     safe_url,
     top_keywords,
+    wrap_text,
 )
 from newsletter.fragments import variant_of
 from newsletter.mime import build_message, mailbox
@@ -112,7 +112,7 @@ def test_wrap_tidy_is_textwrap_for_tidy_text() -> None:
         text = " ".join(
             rng.choice([*words, "x" * rng.randint(1, 90)]) for _ in range(rng.randint(1, 40))
         )
-        assert wrap_tidy(text) == _wrap.__wrapped__(text)
+        assert wrap_tidy(text) == wrap_text.__wrapped__(text)
 
 
 def test_safe_url_shortcut() -> None:

@@ -90,6 +90,7 @@ class Delivery:
         self.rng = rng
         self._count = count
         self.marks = OutboxMarks(engine, worker)
+        self.envelope_from = _envelope_from(settings)
         self._stale: set[int] = set()
 
     def deliver(self, items: Sequence[Item], *, also_held: Sequence[int] = ()) -> None:
@@ -156,7 +157,7 @@ class Delivery:
 
     def _send_one(self, claim: outbox.Claim, req: ComposeRequest, draft: Draft) -> None:
         msg = OutgoingMessage(
-            envelope_from=_envelope_from(self.settings),
+            envelope_from=self.envelope_from,
             recipient=draft.recipient,
             data=draft.data,
             message_id=draft.message_id,

@@ -115,6 +115,13 @@ class OutboxMarks:
                     waiter.done = True
                 self._writing = False
                 self._cond.notify_all()
+        if error is not None and sent:
+            log.error(
+                "could not record %d delivered digests as sent (%s); they stay 'sending' "
+                "(see `newsletter status`, settle with `newsletter resend`)",
+                len(sent),
+                error,
+            )
         if error is not None and not group:
             raise error
 

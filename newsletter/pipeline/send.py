@@ -175,10 +175,14 @@ class SendRun:
         return due
 
     def requests(
-        self, session: Session, claims: Sequence[outbox.Claim], now: datetime
+        self,
+        session: Session,
+        claims: Sequence[outbox.Claim],
+        now: datetime,
+        who: dict[int, tuple[str, str]],
     ) -> list[ComposeRequest]:
+        """Each claim's window; ``who``: ``outbox_plan.recipients`` of the claims."""
         ids = [c.subscriber_id for c in claims]
-        who = outbox_plan.recipients(session, ids)
         frequency = {sid: freq for sid, (_, freq) in who.items()}
         starts = window_starts(session, ids, end=now, frequency_of=frequency)
         return [
@@ -198,9 +202,9 @@ class SendRun:
             batch = self.settings.newsletter.batch_size
             for i in range(0, len(todo), batch):
                 claims = [outbox.Claim(0, sid, p, 0) for sid, p in todo[i : i + batch]]
-                reqs = self.requests(session, claims, now)
-                drafts = self._compose_isolated(session, reqs)
                 who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
+                reqs = self.requests(session, claims, now, who)
+                drafts = self._compose_isolated(session, reqs)
                 for req in reqs:
                     got = drafts.get(req.subscriber_id)
                     email = who.get(req.subscriber_id, ("?", ""))[0]
@@ -367,10 +371,11 @@ class SendRun:
         """Read and compose one batch; writes nothing (may run beside a delivery)."""
         now = self.clock.now()
         with Session(self.reader or self.engine) as session:
-            live = outbox_plan.deliverable_ids(session, [c.subscriber_id for c in claims])
-            reqs = self.requests(session, claims, now)
+            ids = [c.subscriber_id for c in claims]
+            live = outbox_plan.deliverable_ids(session, ids)
+            who = outbox_plan.recipients(session, ids)
+            reqs = self.requests(session, claims, now, who)
             drafts = self._compose_isolated(session, [r for r in reqs if r.subscriber_id in live])
-            who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
             session.rollback()
         return _Composed(claims, reqs, live, drafts, who, now)
 
