@@ -42,11 +42,12 @@ from benchmarks.smtp_sink import SmtpSink
 from benchmarks.workload import load_corpus, make_articles, make_profiles
 from newsletter.config import FeedSettings, Settings, settings_from_mapping
 from newsletter.db import session_scope
-from newsletter.db.articles import load_candidates
+from newsletter.db.candidates import load_candidates
 from newsletter.db.core import connect
 from newsletter.db.entries import store_entries, sync_feeds
 from newsletter.db.subscribers import active_subscriber_ids, load_profiles, sync_subscribers
 from newsletter.delivery import OutgoingMessage, Receipt, Sender
+from newsletter.delivery.smtp import SmtpSender
 from newsletter.domain import Article, Match, ParsedEntry, Profile
 from newsletter.matching import Matcher
 from newsletter.models import Digest, DigestEntry, Subscriber
@@ -54,7 +55,6 @@ from newsletter.pipeline.drafts import ProcessComposer
 from newsletter.pipeline.send import send_due
 from newsletter.pipeline.send_report import SendOptions
 from newsletter.render import DigestRequest, Renderer
-from newsletter.smtp import SmtpSender
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -18,7 +18,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from newsletter.domain import Article, Keyword, Profile
-from newsletter.textnorm import STOP_WORDS
+from newsletter.matching.textnorm import STOP_WORDS
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 SAMPLE_FEEDS = Path(__file__).resolve().parent.parent / "examples" / "feeds"

@@ -25,8 +25,8 @@ from newsletter.delivery import (
     backoff_seconds,
     make_sender,
 )
+from newsletter.delivery.smtp import SmtpSender, to_crlf
 from newsletter.errors import ConfigError, DeliveryError
-from newsletter.smtp import SmtpSender, to_crlf
 from tests.support.smtp import Fault, RecordingHandler, SmtpTestServer, start_smtp_server
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from newsletter.config import FetchSettings
 from newsletter.errors import FeedError
-from newsletter.feeds import (
+from newsletter.ingest import (
     arxiv_id,
     canonical_link,
     dedupe_key,

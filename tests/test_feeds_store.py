@@ -13,12 +13,12 @@ from newsletter.config import FeedSettings
 from newsletter.db import session_scope
 from newsletter.db.entries import (
     entry_counts,
-    last_run,
     record_fetch,
     store_entries,
     sync_feeds,
     to_article,
 )
+from newsletter.db.runs import last_run
 from newsletter.domain import ParsedEntry
 from newsletter.models import Entry, EntrySource, Feed
 from newsletter.pipeline.fetch import fetch_feeds

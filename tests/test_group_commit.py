@@ -9,9 +9,10 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from newsletter.db import outbox, outbox_plan, session_scope
+from newsletter.db import outbox, session_scope
 from newsletter.db.core import connect
-from newsletter.db.outbox_bulk import (
+from newsletter.db.outbox import plan as outbox_plan
+from newsletter.db.outbox.bulk import (
     SendingMark,
     SentMark,
     SkippedMark,

@@ -15,7 +15,7 @@ import pytest
 
 from newsletter.domain import Article, Keyword, Match, Profile
 from newsletter.matching import FIELD_FACTORS, Matcher, field_text
-from newsletter.matching_reference import reference_match
+from newsletter.matching.reference import reference_match
 from newsletter.profiles import read_profiles
 
 T0 = datetime(2026, 1, 9, tzinfo=UTC)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from newsletter.domain import FIELDS, Article, Keyword, Profile
 from newsletter.matching import Matcher, field_text
-from newsletter.matching_reference import reference_match
+from newsletter.matching.reference import reference_match
 
 # Groups of words that interact under the rules: inflections, spellings, joins, accents.
 GROUPS = [

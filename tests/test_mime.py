@@ -13,9 +13,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from newsletter import qp
 from newsletter.errors import ConfigError
-from newsletter.mime import (
+from newsletter.render import RenderedEmail, Renderer, qp
+from newsletter.render.mime import (
     Bodies,
     build_message,
     build_message_from,
@@ -25,7 +25,6 @@ from newsletter.mime import (
     message_id_for,
     reference_build_message,
 )
-from newsletter.render import RenderedEmail, Renderer
 from tests.support.digests import article, match, profile, request, sample_matches, settings
 
 LONG_UNSUB = "https://news.example.org/unsubscribe/" + "A" * 90

@@ -10,8 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.db import outbox, outbox_admin, outbox_plan, session_scope
+from newsletter.db import outbox, session_scope
 from newsletter.db.leases import SCHEDULER_LEASE, acquire, holder_is_dead, holder_of, release
+from newsletter.db.outbox import admin as outbox_admin
+from newsletter.db.outbox import plan as outbox_plan
 from newsletter.errors import DatabaseError
 from newsletter.models import Suppression
 from tests.support.sending import add_entries, add_subscribers, digest_entry_ids, digests, utc

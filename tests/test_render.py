@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from newsletter.domain import Hit, Keyword, Match
-from newsletter.email_view import Segment, card_view, merge_spans, safe_url, segments, trim_plan
 from newsletter.errors import RenderError
-from newsletter.mime import mailbox
-from newsletter.render import RenderedEmail, Renderer, make_environment
+from newsletter.render import RenderedEmail, Renderer
+from newsletter.render.mime import mailbox
+from newsletter.render.templates import make_environment
+from newsletter.render.views import Segment, card_view, merge_spans, safe_url, segments, trim_plan
 from tests.support.digests import (
     ABSTRACT,
     UNSUB,

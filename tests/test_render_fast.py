@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.card_drafts import card_draft, wrap_tidy
 from newsletter.domain import Field, Hit, Match
-from newsletter.email_view import (
+from newsletter.render import Renderer
+from newsletter.render.cards import card_draft, wrap_tidy
+from newsletter.render.mime import build_message, mailbox
+from newsletter.render.shapes.compile import variant_of
+from newsletter.render.views import (
     CardView,
     Segment,
     card_view,
@@ -27,9 +30,6 @@ from newsletter.email_view import (
     top_keywords,
     wrap_text,
 )
-from newsletter.fragments import variant_of
-from newsletter.mime import build_message, mailbox
-from newsletter.render import Renderer
 from tests.support.digests import (
     ABSTRACT,
     article,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.domain import Article, Keyword, Profile
-from newsletter.feeds import parse_feed
+from newsletter.ingest import parse_feed
 from newsletter.matching import Matcher
 from newsletter.render import RenderedEmail, Renderer
 from tests.support.digests import request, settings, stored_articles

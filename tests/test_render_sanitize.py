@@ -13,7 +13,7 @@ import feedparser
 import pytest
 
 from newsletter.domain import Article, Hit, Match
-from newsletter.feeds import parse_feed
+from newsletter.ingest import parse_feed
 from newsletter.render import Renderer
 from tests.support.digests import profile, request, settings, stored_articles
 

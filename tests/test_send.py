@@ -21,14 +21,15 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings, settings_from_mapping
-from newsletter.db import outbox_plan, session_scope
-from newsletter.db.entries import last_run
+from newsletter.db import session_scope
+from newsletter.db.outbox import plan as outbox_plan
+from newsletter.db.runs import last_run
 from newsletter.delivery import PreviewSender
+from newsletter.delivery.smtp import SmtpSender
 from newsletter.errors import NewsletterError, RenderError
 from newsletter.models import Suppression
 from newsletter.pipeline.drafts import ComposeFn, ComposeRequest
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
-from newsletter.smtp import SmtpSender
 from tests.support.sending import (
     SECRET,
     ManualClock,

@@ -12,7 +12,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from newsletter.config import settings_from_mapping
-from newsletter.db import outbox, outbox_plan, session_scope
+from newsletter.db import outbox, session_scope
+from newsletter.db.outbox import plan as outbox_plan
 from newsletter.delivery import OutgoingMessage, Receipt, Sender
 from newsletter.pipeline.deliver import Clock, Delivery
 from newsletter.pipeline.drafts import ComposeRequest, Draft

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from newsletter.db import session_scope
-from newsletter.db.articles import candidate_windows, load_candidates
+from newsletter.db.candidates import candidate_windows, load_candidates
 from newsletter.db.subscribers import (
     SyncResult,
     active_subscriber_ids,
@@ -21,7 +21,8 @@ from newsletter.db.subscribers import (
 )
 from newsletter.errors import ProfileError
 from newsletter.models import Suppression
-from newsletter.profiles import LoadResult, sync_directory
+from newsletter.pipeline.sync import sync_directory
+from newsletter.profiles import LoadResult
 from tests.support.subscribers import (
     Seed,
     add_digest,

@@ -58,24 +58,34 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -
 
 
 def _register() -> None:
-    # Each command module owns one area; they are registered here so ``cli`` stays the
-    # single entry point.
+    # One module per command (or group), named for it; ``cli`` stays the single entry.
     from newsletter.cli import (
-        db_cmds,
-        feeds_cmds,
-        preview_cmds,
-        send_cmds,
-        subscribers_cmds,
-        web_cmds,
+        db,
+        fetch,
+        init,
+        match,
+        preview,
+        run,
+        send,
+        serve,
+        status,
+        subscribers,
     )
 
-    for module in (db_cmds, feeds_cmds, web_cmds, send_cmds, subscribers_cmds, preview_cmds):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    # The operator's unsubscribe commands live with the web app but belong to the
-    # ``subscribers`` group.
-    for command in web_cmds.SUBSCRIBER_COMMANDS:
-        subscribers_cmds.subscribers_group.add_command(command)
+    for command in (
+        init.init_command,
+        fetch.fetch_command,
+        status.status_command,
+        serve.serve,
+        send.send_command,
+        send.resend_command,
+        run.run_command,
+        subscribers.subscribers_group,
+        match.match_cmd,
+        preview.preview,
+        db.db_group,
+    ):
+        cli.add_command(command)
 
 
 _register()

@@ -22,8 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.cli.context import AppContext, pass_app
-from newsletter.db import session_scope
-from newsletter.db.entries import entry_counts, entry_totals, last_run, list_feeds
+from newsletter.db import outbox, session_scope
+from newsletter.db.entries import entry_counts, entry_totals, list_feeds
+from newsletter.db.outbox import admin as outbox_admin
+from newsletter.db.runs import last_run
 from newsletter.errors import DatabaseError
 
 
@@ -35,6 +37,8 @@ class Section:
 
 
 SectionBuilder = Callable[[AppContext, Session, datetime], Section]
+
+
 SECTIONS: list[SectionBuilder] = []
 
 
@@ -203,11 +207,108 @@ def status_command(app: AppContext, as_json: bool) -> None:
         s.render(console)
 
 
+def settle_hint(d: outbox_admin.DigestInfo) -> str:
+    return f"newsletter resend {d.id} --mark-sent | --send-again"
+
+
+def _digest_json(d: outbox_admin.DigestInfo) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "recipient": d.email,
+        "period": d.period,
+        "status": d.status,
+        "subject": d.subject,
+        "entries": d.n_entries,
+        "attempts": d.attempts,
+        "error": d.error,
+        "message_id": d.message_id,
+        "claimed_by": d.claimed_by,
+        "in_flight": d.in_flight,
+        "created_at": iso(d.created_at),
+        "resend": None if d.in_flight else settle_hint(d),
+    }
+
+
+@status_section
+def outbox_section(app: AppContext, session: Session, now: datetime) -> Section:
+    counts = outbox_admin.counts(session)
+    run = last_run(session, "send")
+    failures = outbox_admin.recent_failures(session, limit=10)
+    sending = outbox_admin.ambiguous(session, now=now)
+    retries, next_retry = outbox_admin.retry_backlog(session)
+    data: dict[str, Any] = {
+        "counts": counts,
+        "last_send": None,
+        "retrying": {"count": retries, "next_at": iso(next_retry)},
+        "failures": [_digest_json(d) for d in failures],
+        "sending": [_digest_json(d) for d in sending],
+    }
+    if run is not None:
+        data["last_send"] = {
+            "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at),
+            "status": run.status,
+            "summary": run.summary,
+        }
+
+    def render(console: Console) -> None:
+        console.print(
+            "Outbox: "
+            + ", ".join(f"{counts[s]} {s}" for s in outbox.STATES)
+            + f" (delivery: {app.settings.newsletter.delivery})"
+        )
+        if run is None:
+            console.print("Last send: never (run `newsletter send`)")
+        else:
+            sm = run.summary or {}
+            status = run.status
+            if status == "running":
+                status = "running, or interrupted without recording its end"
+            console.print(
+                f"Last send: {when(run.started_at, now)}, {status}: sent {sm.get('sent', 0)}, "
+                f"skipped {sm.get('skipped', 0)}, failed {sm.get('failed', 0)}, "
+                f"retried {sm.get('retried', 0)}" + (f"; {sm['error']}" if sm.get("error") else "")
+            )
+        if retries:
+            console.print(f"Retrying: {retries} digest(s), next attempt {when(next_retry, now)}")
+        if failures:
+            table = Table(title="Failed digests (latest)", title_justify="left")
+            for col in ("id", "recipient", "period", "attempts", "reason"):
+                table.add_column(col, overflow="fold")
+            for d in failures:
+                table.add_row(str(d.id), d.email, d.period, str(d.attempts), d.error or "")
+            console.print(table)
+        stuck = [d for d in sending if not d.in_flight]
+        for d in sending:
+            if d.in_flight:
+                console.print(
+                    f"In flight: digest {d.id} to {d.email} ({d.period}) by {d.claimed_by}"
+                )
+        if stuck:
+            table = Table(
+                title="Unknown delivery state (process stopped mid-send; never re-sent "
+                "automatically)",
+                title_justify="left",
+            )
+            for col in ("id", "recipient", "period", "message-id", "settle with"):
+                table.add_column(col, overflow="fold")
+            for d in stuck:
+                table.add_row(str(d.id), d.email, d.period, d.message_id or "", settle_hint(d))
+            console.print(table)
+            console.print(
+                "Check the mail server's log for the Message-ID: if it was accepted, "
+                "--mark-sent; if not, --send-again."
+            )
+
+    return Section("outbox", data, render)
+
+
 __all__ = [
     "SECTIONS",
     "Section",
     "SectionBuilder",
     "iso",
+    "settle_hint",
     "status_command",
     "status_section",
     "when",

@@ -12,11 +12,13 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.errors import DatabaseError
+from newsletter.models import Base
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -132,3 +134,13 @@ def ensure_schema(engine: Engine) -> None:
     """Create or upgrade the schema on first use; cheap when already at head."""
     if current_revision(engine) != head_revision():
         upgrade(engine)
+
+
+def dialect_insert(session: Session, model: type[Base]) -> Any:
+    """An ``INSERT`` that supports ``ON CONFLICT DO NOTHING`` on this session's backend."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model)
+    if name == "sqlite":
+        return sqlite.insert(model)
+    raise DatabaseError(f"unsupported database backend {name!r}")

@@ -7,8 +7,6 @@ bulk, so a fetch costs a handful of statements however many entries a feed carri
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +18,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import FeedSettings
 from newsletter.db.core import chunks
 from newsletter.domain import Article, ParsedEntry
-from newsletter.models import Entry, EntrySource, Feed, Run
+from newsletter.models import Entry, EntrySource, Feed
 
 FeedStatus = Literal["ok", "warning", "not-modified", "error", "gone"]
 
@@ -326,37 +324,3 @@ def to_article(entry: EntryColumns, *, feed_name: str = "") -> Article:
         author_count=author_count,
         feed_name=feed_name,
     )
-
-
-# -- runs ----------------------------------------------------------------------------
-
-
-def start_run(session: Session, kind: str, *, now: datetime) -> int:
-    """Record that a run began (``status`` shows runs left ``running`` by a crash)."""
-    run = Run(
-        kind=kind,
-        started_at=now,
-        status="running",
-        summary={},
-        host=socket.gethostname()[:255],
-        pid=os.getpid(),
-    )
-    session.add(run)
-    session.flush()
-    return run.id
-
-
-def finish_run(
-    session: Session, run_id: int, *, status: str, summary: Mapping[str, Any], now: datetime
-) -> None:
-    session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(status=status, summary=dict(summary), finished_at=now)
-    )
-
-
-def last_run(session: Session, kind: str) -> Run | None:
-    return session.scalars(
-        select(Run).where(Run.kind == kind).order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
-    ).first()

@@ -13,26 +13,14 @@ import socket
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from newsletter.errors import DatabaseError
-from newsletter.models import Base, Lease
+from newsletter.db.core import dialect_insert
+from newsletter.models import Lease
 
 SCHEDULER_LEASE = "scheduler"
-
-
-def dialect_insert(session: Session, model: type[Base]) -> Any:
-    """An ``INSERT`` that supports ``ON CONFLICT DO NOTHING`` on this session's backend."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(model)
-    if name == "sqlite":
-        return sqlite.insert(model)
-    raise DatabaseError(f"unsupported database backend {name!r}")
 
 
 def new_worker_id() -> str:

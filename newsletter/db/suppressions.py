@@ -16,8 +16,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.db.core import chunks
-from newsletter.db.leases import dialect_insert
+from newsletter.db.core import chunks, dialect_insert
 from newsletter.errors import DatabaseError
 from newsletter.models import Subscriber, Suppression, utcnow
 

@@ -2,7 +2,7 @@
 
 ``send`` and ``preview`` both call :meth:`Composer.compose`, so a preview shows exactly
 what would be sent. The batch's entries are loaded and indexed once (one
-:class:`~newsletter.matching.Matcher` for the whole batch); each subscriber is then
+:class:`~newsletter.matching.matcher.Matcher` for the whole batch); each subscriber is then
 matched against the entries of their own window that they have not been sent yet.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import tokens
 from newsletter.config import Settings
-from newsletter.db.articles import CandidateWindow, candidate_windows
+from newsletter.db.candidates import CandidateWindow, candidate_windows
 from newsletter.db.subscribers import load_profiles, token_versions
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
@@ -35,7 +35,7 @@ class DigestJob:
 
     Entries count when first fetched in ``(window_start, window_end]`` and never put in
     a digest of the subscriber before. Without ``window_start`` the window starts where
-    :func:`newsletter.db.articles.window_start` says: at the end of the last digest
+    :func:`newsletter.db.candidates.window_start` says: at the end of the last digest
     that went out, else one period (or back to a failed digest) before its end.
     """
 

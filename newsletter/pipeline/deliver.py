@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import outbox, session_scope
-from newsletter.db.outbox_bulk import SendingMark, SentMark
+from newsletter.db.outbox.bulk import SendingMark, SentMark
 from newsletter.delivery import (
     OutgoingMessage,
     Sender,

@@ -24,14 +24,13 @@ from newsletter.db import session_scope
 from newsletter.db.entries import (
     FeedStatus,
     StoreResult,
-    finish_run,
     record_fetch,
-    start_run,
     store_entries,
     sync_feeds,
 )
+from newsletter.db.runs import finish_run, start_run
 from newsletter.errors import ConfigError, DatabaseError, FeedError
-from newsletter.feeds import FeedFetch, fetch_feed
+from newsletter.ingest import FeedFetch, fetch_feed
 
 log = logging.getLogger(__name__)
 

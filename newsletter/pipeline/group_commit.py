@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from newsletter.db import outbox, session_scope
-from newsletter.db.outbox_bulk import (
+from newsletter.db.outbox.bulk import (
     GroupConflict,
     SendingMark,
     SentMark,

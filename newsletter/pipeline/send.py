@@ -42,11 +42,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import core as db_core
-from newsletter.db import outbox, outbox_admin, outbox_plan, session_scope
-from newsletter.db.articles import window_starts
-from newsletter.db.entries import finish_run, start_run
+from newsletter.db import outbox, session_scope
+from newsletter.db.candidates import window_starts
 from newsletter.db.leases import new_worker_id
-from newsletter.db.outbox_bulk import SkippedMark, mark_skipped_many
+from newsletter.db.outbox import admin as outbox_admin
+from newsletter.db.outbox import plan as outbox_plan
+from newsletter.db.outbox.bulk import SkippedMark, mark_skipped_many
+from newsletter.db.runs import finish_run, start_run
 from newsletter.delivery import Sender, SmtpUnavailableError, backoff_seconds
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.periods import due_period, period_key

@@ -24,7 +24,7 @@ from newsletter.db.entries import to_article
 from newsletter.domain import Article, Field, Hit, Keyword, Match, ParsedEntry, Profile
 from newsletter.models import Entry
 from newsletter.pipeline.fetch import fetch_feeds
-from newsletter.profiles import sync_directory
+from newsletter.pipeline.sync import sync_directory
 from newsletter.render import DigestRequest, Renderer
 
 DAY = date(2026, 11, 22)  # a Sunday

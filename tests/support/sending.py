@@ -17,7 +17,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.db import outbox_plan, session_scope
+from newsletter.db import session_scope
+from newsletter.db.outbox import plan as outbox_plan
 from newsletter.models import Digest, DigestEntry, Entry, Subscriber
 from newsletter.pipeline.drafts import ComposeRequest, Draft
 from tests.support.smtp import SmtpTestServer

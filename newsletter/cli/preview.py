@@ -1,0 +1,55 @@
+"""``newsletter preview``: write the digests that would go out to the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import click
+
+from newsletter.cli.context import AppContext, only_subscribers, pass_app
+from newsletter.pipeline.preview import run_preview
+
+
+@click.command("preview")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write to (default: [newsletter] outbox_dir).",
+)
+@only_subscribers
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The day to preview, YYYY-MM-DD (default: today in each subscriber's timezone).",
+)
+@pass_app
+def preview(
+    app: AppContext, out_dir: Path | None, emails: tuple[str, ...], day: datetime | None
+) -> None:
+    """Write the digests that would go out (HTML, text, .eml) and an index; send nothing."""
+    when: date | None = day.date() if day else None
+    result = run_preview(
+        app.engine,
+        app.settings,
+        now=datetime.now(UTC),
+        out_dir=out_dir,
+        emails=list(emails) or None,
+        day=when,
+    )
+    for row in result.rows:
+        if row.html_href:
+            more = f", {row.n_more} as links" if row.n_more else ""
+            size = f"{row.size / 1024:.1f} KB"
+            click.echo(f"  {row.email}: {row.n_entries} entries{more}, {size}  {row.subject}")
+        else:
+            click.echo(f"  {row.email}: {row.note}")
+    nothing = len(result.rows) - result.written
+    click.echo(
+        f"{result.written} digests written to {result.out_dir}"
+        + (f" ({nothing} subscribers had nothing new)" if nothing else "")
+        + "; nothing was sent"
+    )
+    click.echo(f"open {result.index.as_uri()}")

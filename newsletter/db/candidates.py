@@ -1,0 +1,175 @@
+"""Candidate entries: what counts as "new" for a subscriber, loaded in bulk.
+
+"New" means first fetched (``Entry.first_seen_at``) since the subscriber's last digest,
+not published since: digests such as Daily Papers list older papers when they trend.
+A batch of subscribers costs a fixed handful of queries, whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.db.core import chunks
+from newsletter.db.entries import EntryColumns, to_article
+from newsletter.db.outbox import plan as outbox_plan
+from newsletter.domain import Article
+from newsletter.models import DigestEntry, Entry, Feed
+from newsletter.periods import period_length
+
+_TICK = timedelta(microseconds=1)  # the resolution of stored times on both backends
+
+
+# What ``to_article`` reads of an entry, selected as plain columns: every batch of a
+# send loads its candidates again, and ORM instances cost several times more.
+_ARTICLE_COLUMNS = (
+    Entry.id,
+    Entry.title,
+    Entry.summary,
+    Entry.link,
+    Entry.authors,
+    Entry.categories,
+    Entry.extra,
+    Entry.upvotes,
+    Entry.published_at,
+    Entry.first_seen_at,
+)
+
+
+def load_candidates(session: Session, *, since: datetime, until: datetime) -> list[Article]:
+    """Entries first fetched after ``since`` and up to ``until``, oldest first."""
+    rows = session.execute(
+        select(*_ARTICLE_COLUMNS, Feed.name.label("feed_name"))
+        .outerjoin(Feed, Feed.id == Entry.feed_id)
+        .where(Entry.first_seen_at > since, Entry.first_seen_at <= until)
+        .order_by(Entry.first_seen_at, Entry.id)
+    )
+    # A row has the attributes of the columns: all ``to_article`` reads of an Entry.
+    return [to_article(cast(EntryColumns, row), feed_name=row.feed_name or "") for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateWindow:
+    """The entries one subscriber may get next: first fetched in ``(start, end]`` and
+    never put in one of their digests before."""
+
+    subscriber_id: int
+    start: datetime  # exclusive
+    end: datetime  # inclusive
+    article_ids: frozenset[int]
+
+
+def window_start(
+    frequency: str,
+    *,
+    end: datetime,
+    last_end: datetime | None,
+    owed_from: datetime | None = None,
+    since: datetime | None = None,
+) -> datetime:
+    """Where a window ending at ``end`` starts (exclusive).
+
+    At the end of the last digest that went out (sent, or skipped for want of
+    matches); for a first digest one period before ``end``, or back to where a failed
+    digest began, whose entries are still owed. ``since`` (inclusive) only widens it.
+    """
+    start = last_end
+    if start is None or start >= end:
+        start = end - period_length(frequency)
+        if owed_from is not None:
+            start = min(start, owed_from)
+    if since is not None:
+        start = min(start, since - _TICK)
+    return start
+
+
+def window_starts(
+    session: Session,
+    subscriber_ids: Sequence[int],
+    *,
+    end: datetime,
+    frequency_of: Mapping[int, str],
+    since: datetime | None = None,
+) -> dict[int, datetime]:
+    """:func:`window_start` of each subscriber for windows ending at ``end``, in bulk.
+
+    The one place the rule meets the outbox, so a send and a preview agree on where
+    each subscriber's entries begin. Subscribers missing from ``frequency_of`` are
+    taken as daily.
+    """
+    ids = list(dict.fromkeys(subscriber_ids))
+    last = outbox_plan.last_windows(session, ids)
+    owed = outbox_plan.failed_window_starts(session, ids)
+    return {
+        sid: window_start(
+            frequency_of.get(sid, "daily"),
+            end=end,
+            last_end=last.get(sid),
+            owed_from=owed.get(sid),
+            since=since,
+        )
+        for sid in ids
+    }
+
+
+def candidate_windows(
+    session: Session,
+    subscriber_ids: Sequence[int],
+    *,
+    now: datetime,
+    frequency_of: Mapping[int, str],
+    since: datetime | None = None,
+) -> tuple[list[Article], dict[int, CandidateWindow]]:
+    """The candidate entries of a batch of subscribers, as of ``now``.
+
+    Returns the union of their entries (match them with one
+    :class:`~newsletter.matching.matcher.Matcher`) and each subscriber's window, whose
+    ``article_ids`` go to ``Matcher.match(candidates=...)``. Subscribers missing from
+    ``frequency_of`` are taken as daily.
+    """
+    ids = list(dict.fromkeys(subscriber_ids))
+    if not ids:
+        return [], {}
+    starts = window_starts(session, ids, end=now, frequency_of=frequency_of, since=since)
+    lowest = min(starts.values())
+    articles = load_candidates(session, since=lowest, until=now)
+    already = _already_sent(session, ids, since=lowest, until=now)
+    windows: dict[int, CandidateWindow] = {}
+    # Most subscribers of a batch share their window: one frozenset for all of them
+    # (built once, and the matcher recognises it instead of reading it again).
+    shared: dict[tuple[datetime, frozenset[int]], frozenset[int]] = {}
+    for sid in ids:
+        start, sent = starts[sid], frozenset(already.get(sid, ()))
+        allowed = shared.get((start, sent))
+        if allowed is None:
+            allowed = shared[start, sent] = frozenset(
+                a.id for a in articles if a.first_seen > start and a.id not in sent
+            )
+        windows[sid] = CandidateWindow(sid, start, now, allowed)
+    return articles, windows
+
+
+def _already_sent(
+    session: Session, ids: Sequence[int], *, since: datetime, until: datetime
+) -> dict[int, set[int]]:
+    """Entries of the window already put in a digest of each subscriber."""
+    out: dict[int, set[int]] = defaultdict(set)
+    for chunk in chunks(ids):
+        rows = session.execute(
+            select(DigestEntry.subscriber_id, DigestEntry.entry_id)
+            .join(Entry, Entry.id == DigestEntry.entry_id)
+            .where(
+                DigestEntry.subscriber_id.in_(chunk),
+                Entry.first_seen_at > since,
+                Entry.first_seen_at <= until,
+            )
+        )
+        for sid, eid in rows:
+            out[sid].add(eid)
+    return out

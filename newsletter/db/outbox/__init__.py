@@ -1,0 +1,75 @@
+"""The outbox: one ``digests`` row per (subscriber, period), the unit of exactly-once.
+
+States::
+
+    pending --claim--> pending (leased) --mark_sending--> sending --> sent
+                                  |                          |
+                                  +--> skipped               +--> pending (temporary, retry)
+                                  (nothing new, superseded)  +--> failed (permanent)
+
+Every transition is a compare-and-set ``UPDATE ... WHERE status = ... AND claimed_by =
+me``: a worker that lost its claim (lease expired, row superseded, settled by hand)
+finds nothing to update and backs off. Claims never block: PostgreSQL uses ``FOR UPDATE
+SKIP LOCKED``; SQLite serialises writers already (``BEGIN IMMEDIATE`` in ``db.core``).
+
+A row in ``sending`` is never picked up again automatically: the process that set it
+may have handed the message to the server just before dying. ``settle`` resolves it.
+
+The package, one module per concern:
+
+- ``transitions``: the states above and every move between them;
+- ``bulk``: several transitions in one transaction, for group commit;
+- ``plan``: which rows exist (who is due) and what each subscriber has had;
+- ``admin``: the operator's view (``status``, ``resend``) and settling by hand.
+
+It may import ``db.core``, ``db.leases``, ``db.suppressions`` and ``models``; nothing
+above the database.
+"""
+
+from __future__ import annotations
+
+from newsletter.db.outbox.transitions import (
+    FAILED,
+    PENDING,
+    SENDING,
+    SENT,
+    SKIPPED,
+    STATES,
+    Claim,
+    MarkResult,
+    claim_batch,
+    forget_entries,
+    mark_failed,
+    mark_sending,
+    mark_sent,
+    mark_skipped,
+    next_retry_at,
+    pending_count,
+    release_claims,
+    release_worker,
+    renew_claims,
+    reschedule,
+)
+
+__all__ = [
+    "FAILED",
+    "PENDING",
+    "SENDING",
+    "SENT",
+    "SKIPPED",
+    "STATES",
+    "Claim",
+    "MarkResult",
+    "claim_batch",
+    "forget_entries",
+    "mark_failed",
+    "mark_sending",
+    "mark_sent",
+    "mark_skipped",
+    "next_retry_at",
+    "pending_count",
+    "release_claims",
+    "release_worker",
+    "renew_claims",
+    "reschedule",
+]

@@ -1,0 +1,217 @@
+"""Planning the outbox: who may be mailed, which digest rows exist, what was had.
+
+The reads and inserts a send does before it claims anything (``outbox`` then moves
+the rows it claimed from state to state). Each is a few bulk statements per batch,
+whatever the number of subscribers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from newsletter.db.core import chunks, dialect_insert
+from newsletter.db.outbox.transitions import FAILED, PENDING, SENDING, SENT, SKIPPED
+from newsletter.db.suppressions import deliverable_clauses
+from newsletter.errors import DatabaseError
+from newsletter.models import Digest, DigestEntry, Subscriber
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A subscriber who may receive mail, with what due-ness needs (``periods.Schedulable``)."""
+
+    subscriber_id: int
+    email: str
+    frequency: str
+    weekday: int
+    send_time: time | None
+    timezone: str | None
+
+
+def _parse_time(value: str | None) -> time | None:
+    if not value:
+        return None
+    try:
+        return time.fromisoformat(value)
+    except ValueError as e:
+        raise DatabaseError(f"subscriber send_time {value!r} is not HH:MM") from e
+
+
+def schedule_rows(session: Session, *, emails: Sequence[str] | None = None) -> list[ScheduleRow]:
+    """Every deliverable subscriber (or those of ``emails``) with their schedule."""
+    stmt = (
+        select(
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.frequency,
+            Subscriber.weekday,
+            Subscriber.send_time,
+            Subscriber.timezone,
+        )
+        .where(*deliverable_clauses())
+        .order_by(Subscriber.id)
+    )
+    if emails is not None:
+        wanted = [e.strip().lower() for e in emails]
+        stmt = stmt.where(func.lower(Subscriber.email).in_(wanted))
+    return [
+        ScheduleRow(r.id, r.email, r.frequency, r.weekday, _parse_time(r.send_time), r.timezone)
+        for r in session.execute(stmt)
+    ]
+
+
+def deliverable_ids(session: Session, subscriber_ids: Sequence[int]) -> set[int]:
+    """Which of these subscribers may still be mailed (checked again right before sending)."""
+    found: set[int] = set()
+    for chunk in chunks(list(subscriber_ids)):
+        stmt = select(Subscriber.id).where(Subscriber.id.in_(chunk), *deliverable_clauses())
+        found.update(session.scalars(stmt))
+    return found
+
+
+def recipients(session: Session, subscriber_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """(email, frequency) of each subscriber, in bulk."""
+    out: dict[int, tuple[str, str]] = {}
+    for chunk in chunks(list(subscriber_ids)):
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.email, Subscriber.frequency).where(
+                Subscriber.id.in_(chunk)
+            )
+        )
+        out.update({sid: (email, freq) for sid, email, freq in rows})
+    return out
+
+
+def closed_periods(session: Session, due: Sequence[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Which (subscriber, period) pairs already have a digest that is not pending."""
+    by_period: dict[str, list[int]] = defaultdict(list)
+    for sid, period in due:
+        by_period[period].append(sid)
+    closed: set[tuple[int, str]] = set()
+    for period, sids in by_period.items():
+        for chunk in chunks(sids):
+            rows = session.execute(
+                select(Digest.subscriber_id).where(
+                    Digest.period == period,
+                    Digest.subscriber_id.in_(chunk),
+                    Digest.status != PENDING,
+                )
+            )
+            closed.update((sid, period) for (sid,) in rows)
+    return closed
+
+
+def ensure_digests(session: Session, due: Sequence[tuple[int, str]], *, now: datetime) -> int:
+    """Create a pending digest for each due (subscriber, period) that has none; bulk.
+
+    An older digest of the same subscriber still pending (say, yesterday's, waiting for
+    the SMTP server to come back) is closed as superseded: the new one carries
+    everything not yet sent, so the subscriber gets one digest, not two.
+    """
+    created = 0
+    for chunk in chunks(list(due)):
+        stmt = (
+            dialect_insert(session, Digest)
+            .values(
+                [
+                    {
+                        "subscriber_id": sid,
+                        "period": period,
+                        "status": PENDING,
+                        "n_entries": 0,
+                        "attempts": 0,
+                        "created_at": now,
+                    }
+                    for sid, period in chunk
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "period"])
+            .returning(Digest.id)
+        )
+        created += len(session.execute(stmt).all())
+    by_period: dict[str, list[int]] = defaultdict(list)
+    for sid, period in due:
+        by_period[period].append(sid)
+    newer = aliased(Digest)
+    for period, sids in by_period.items():
+        for ids in chunks(sids):
+            session.execute(
+                update(Digest)
+                .where(
+                    Digest.subscriber_id.in_(ids),
+                    Digest.status == PENDING,
+                    Digest.period != period,
+                    Digest.id
+                    < select(newer.id)
+                    .where(newer.subscriber_id == Digest.subscriber_id, newer.period == period)
+                    .scalar_subquery(),
+                )
+                .values(
+                    status=SKIPPED,
+                    error=f"superseded by the digest of {period}",
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )
+    return created
+
+
+# -- what each subscriber has had -------------------------------------------------
+
+
+def last_windows(session: Session, subscriber_ids: Sequence[int]) -> dict[int, datetime]:
+    """Where each subscriber's next digest starts: the end of the last one sent (or skipped).
+
+    A ``sending`` digest counts as sent — its entries may have reached the subscriber —
+    and a ``failed`` one does not, so what it held comes again in the next digest.
+    """
+    out: dict[int, datetime] = {}
+    for chunk in chunks(list(subscriber_ids)):
+        rows = session.execute(
+            select(Digest.subscriber_id, func.max(Digest.window_end))
+            .where(
+                Digest.subscriber_id.in_(chunk),
+                Digest.status.in_((SENT, SENDING, SKIPPED)),
+                Digest.window_end.is_not(None),
+            )
+            .group_by(Digest.subscriber_id)
+        )
+        out.update({sid: end for sid, end in rows if end is not None})
+    return out
+
+
+def failed_window_starts(session: Session, subscriber_ids: Sequence[int]) -> dict[int, datetime]:
+    """Where the earliest failed digest of each subscriber began (its entries are owed)."""
+    out: dict[int, datetime] = {}
+    for chunk in chunks(list(subscriber_ids)):
+        rows = session.execute(
+            select(Digest.subscriber_id, func.min(Digest.window_start))
+            .where(
+                Digest.subscriber_id.in_(chunk),
+                Digest.status == FAILED,
+                Digest.window_start.is_not(None),
+            )
+            .group_by(Digest.subscriber_id)
+        )
+        out.update({sid: start for sid, start in rows if start is not None})
+    return out
+
+
+def sent_entry_ids(session: Session, subscriber_ids: Sequence[int]) -> dict[int, set[int]]:
+    """Entries already put in a digest (sent or ambiguous) of each subscriber."""
+    out: dict[int, set[int]] = defaultdict(set)
+    for chunk in chunks(list(subscriber_ids)):
+        rows = session.execute(
+            select(DigestEntry.subscriber_id, DigestEntry.entry_id).where(
+                DigestEntry.subscriber_id.in_(chunk)
+            )
+        )
+        for sid, eid in rows:
+            out[sid].add(eid)
+    return dict(out)

@@ -1,0 +1,61 @@
+"""Preview delivery: every message written to disk as an ``.eml`` file, nothing mailed."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from newsletter.delivery.base import OutgoingMessage, Receipt, Sender, nothing_before_data
+from newsletter.errors import DeliveryError
+
+
+def _safe_filename(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._+-]", "_", text)[:150] or "message"
+
+
+class PreviewSender(Sender):
+    """Writes each message to ``outbox/sent/<period>/<recipient>.eml`` instead of mailing.
+
+    The write is atomic (temp file, fsync, rename), so a crash never leaves half a file
+    that looks delivered.
+    """
+
+    def __init__(self, outbox_dir: Path) -> None:
+        self.root = Path(outbox_dir) / "sent"
+
+    def describe(self) -> str:
+        return f"preview to {self.root}"
+
+    def path_for(self, message: OutgoingMessage) -> Path:
+        name = _safe_filename(message.recipient)
+        if message.digest_id is not None:
+            name = f"{name}-{message.digest_id}"
+        return self.root / _safe_filename(message.period or "undated") / f"{name}.eml"
+
+    def send(
+        self, message: OutgoingMessage, before_data: Callable[[], None] = nothing_before_data
+    ) -> Receipt:
+        path = self.path_for(message)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DeliveryError(
+                f"cannot create {path.parent}: {e}", recipient=message.recipient, permanent=True
+            ) from e
+        before_data()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(message.data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise DeliveryError(
+                f"cannot write {path}: {e}", recipient=message.recipient, permanent=True
+            ) from e
+        return Receipt(reply=f"written to {path}", message_id=message.message_id)

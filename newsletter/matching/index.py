@@ -1,0 +1,237 @@
+"""The text side of :class:`~newsletter.matching.matcher.Matcher`: one batch of articles,
+tokenised once, and where each keyword pattern occurs in it.
+
+Every field of every article is tokenised, folded and stemmed once into an inverted
+index from terms (and joinable word pairs) to positions; a pattern is then verified
+only at the positions where it can start, instead of at every word of every text. The
+rules are those listed in :mod:`newsletter.matching.matcher`.
+"""
+
+from __future__ import annotations
+
+import gc
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from newsletter.domain import FIELDS, Article
+from newsletter.matching.textnorm import BARRIER, Pattern, Words, field_words, term
+
+__all__ = ["N_FIELDS", "Occurrences", "Span", "TextIndex", "gc_paused"]
+
+N_FIELDS = len(FIELDS)
+K = TypeVar("K")
+_NO_POSITIONS: frozenset[int] = frozenset()
+
+Span = tuple[int, int]
+# One keyword's occurrences in one article: (field number, merged spans), in FIELDS order.
+Occurrences = tuple[tuple[int, tuple[Span, ...]], ...]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building big acyclic structures.
+
+    An index holds millions of small objects; without this, full collections
+    triggered by the allocations cost more than building it. Nothing built here forms
+    a cycle, so reference counting alone frees it.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _merge(spans: list[Span]) -> tuple[Span, ...]:
+    spans.sort()
+    merged: list[Span] = []
+    for start, end in spans:
+        if merged and start < merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def _frozen(postings: dict[K, dict[int, list[int]]]) -> dict[K, dict[int, tuple[int, ...]]]:
+    """Postings with tuples for lists: the garbage collector stops tracking containers
+    of plain numbers, so half a million postings cost nothing in the full collections
+    a long send goes through."""
+    return {key: {fid: tuple(ps) for fid, ps in where.items()} for key, where in postings.items()}
+
+
+class _FieldIndex:
+    """One field of one article as parallel tuples, for fast verification (tuples,
+    which the garbage collector stops tracking; see ``_frozen``)."""
+
+    __slots__ = ("ends", "folds", "joins", "starts", "terms")
+
+    def __init__(self, words: Words) -> None:
+        self.folds = tuple(words.folds)
+        self.terms = tuple([term(f) for f in words.folds])
+        self.joins = tuple(words.joins)
+        self.starts = tuple(words.starts)
+        self.ends = tuple(words.ends)
+
+
+def _end(pat: Pattern, fx: _FieldIndex, p: int, j: int) -> int:
+    """Furthest token position a match of ``pat[j:]`` starting at ``p`` ends at, or -1."""
+    if j == len(pat.folds):
+        return p
+    if p >= len(fx.folds):
+        return -1
+    texts = fx.folds if pat.exact else fx.terms
+    norm = pat.normalise
+    best = -1
+    if texts[p] == pat.terms[j]:
+        best = _end(pat, fx, p + 1, j + 1)
+    word, kw = fx.folds[p], pat.folds[j]
+    if (
+        j + 1 < len(pat.folds)
+        and pat.joins[j]
+        and len(word) > len(kw)
+        and word.startswith(kw)
+        and norm(word[len(kw) :]) == pat.terms[j + 1]
+    ):
+        best = max(best, _end(pat, fx, p + 1, j + 2))
+    if (
+        fx.joins[p]
+        and len(kw) > len(word)
+        and kw.startswith(word)
+        and norm(kw[len(word) :]) == texts[p + 1]
+    ):
+        best = max(best, _end(pat, fx, p + 2, j + 1))
+    return best
+
+
+class TextIndex:
+    """Postings over every field of a batch; article ``i`` of ``articles`` is slot ``i``.
+
+    Postings map a term to field slot to positions, in text order; a field slot is
+    article slot * 4 + field number.
+    """
+
+    def __init__(self, articles: Sequence[Article]) -> None:
+        with gc_paused():
+            self._build(articles)
+        self._sorted_folds = sorted(self._by_fold)
+
+    def _build(self, articles: Sequence[Article]) -> None:
+        """Tokenise every field once and build the postings (the lists built here
+        are gone by the time the collector runs again)."""
+        self._fields: list[_FieldIndex] = []
+        by_term: dict[str, dict[int, list[int]]] = {}
+        by_fold: dict[str, dict[int, list[int]]] = {}
+        pair_term: dict[tuple[str, str], dict[int, list[int]]] = {}
+        pair_fold: dict[tuple[str, str], dict[int, list[int]]] = {}
+        for article in articles:
+            for field in FIELDS:
+                fid = len(self._fields)
+                fx = _FieldIndex(field_words(article, field))
+                self._fields.append(fx)
+                folds, terms, joins = fx.folds, fx.terms, fx.joins
+                for p, f in enumerate(folds):
+                    if f == BARRIER:
+                        continue
+                    by_fold.setdefault(f, {}).setdefault(fid, []).append(p)
+                    by_term.setdefault(terms[p], {}).setdefault(fid, []).append(p)
+                    if joins[p]:
+                        pair = (f, folds[p + 1])
+                        pair_fold.setdefault(pair, {}).setdefault(fid, []).append(p)
+                        pair = (f, terms[p + 1])
+                        pair_term.setdefault(pair, {}).setdefault(fid, []).append(p)
+        self._by_term = _frozen(by_term)
+        self._by_fold = _frozen(by_fold)
+        self._pair_term = _frozen(pair_term)
+        self._pair_fold = _frozen(pair_fold)
+
+    def _joined_starts(self, pat: Pattern) -> dict[int, set[int]]:
+        """Positions where a match can begin with rule 2 or 3 (exactly those)."""
+        norm = pat.normalise
+        k0 = pat.folds[0]
+        starts: dict[int, set[int]] = {}
+        if len(pat.folds) > 1 and pat.joins[0]:
+            want = pat.terms[1]
+            folds = self._sorted_folds
+            i = bisect_left(folds, k0)
+            while i < len(folds) and folds[i].startswith(k0):
+                word = folds[i]
+                if len(word) > len(k0) and norm(word[len(k0) :]) == want:
+                    for fid, ps in self._by_fold[word].items():
+                        starts.setdefault(fid, set()).update(ps)
+                i += 1
+        pairs = self._pair_fold if pat.exact else self._pair_term
+        for cut in range(1, len(k0)):
+            head = k0[:cut]
+            if head in self._by_fold:
+                for fid, ps in pairs.get((head, norm(k0[cut:])), {}).items():
+                    starts.setdefault(fid, set()).update(ps)
+        return starts
+
+    def find(self, pat: Pattern) -> dict[int, Occurrences]:
+        """Article slot -> where ``pat`` matches it, in every field."""
+        if pat.never:
+            return {}
+        single = len(pat.folds) == 1
+        k1 = "" if single else pat.folds[1][0]
+        t1 = "" if single else pat.terms[1]
+        by_first = (self._by_fold if pat.exact else self._by_term).get(pat.terms[0], {})
+        joined = self._joined_starts(pat)
+        if single and not joined:
+            return self._single(by_first)
+        by_slot: dict[int, list[tuple[int, tuple[Span, ...]]]] = {}
+        for fid in sorted(by_first.keys() | joined.keys()):
+            fx = self._fields[fid]
+            texts = fx.folds if pat.exact else fx.terms
+            others = joined.get(fid, _NO_POSITIONS)
+            firsts = by_first.get(fid, ())
+            if single and not others:
+                # One word by rule 1 at each position, sorted: nothing to verify.
+                # (Where rule 3 could reach a word further, the position is in
+                # ``others``.)
+                by_slot.setdefault(fid // N_FIELDS, []).append(
+                    (fid % N_FIELDS, tuple([(fx.starts[p], fx.ends[p]) for p in firsts]))
+                )
+                continue
+            spans: list[Span] = []
+            for p in firsts:
+                if p in others:
+                    continue
+                if single:
+                    end = p + 1
+                else:
+                    # The next step must take the next word by rule 1, or by rule
+                    # 2 or 3, which both need its first letter.
+                    q = p + 1
+                    if q >= len(texts) or (texts[q] != t1 and fx.folds[q][0] != k1):
+                        continue
+                    end = _end(pat, fx, p, 0)
+                if end > p:
+                    spans.append((fx.starts[p], fx.ends[end - 1]))
+            for p in others:
+                end = _end(pat, fx, p, 0)
+                if end > p:
+                    spans.append((fx.starts[p], fx.ends[end - 1]))
+            if spans:
+                by_slot.setdefault(fid // N_FIELDS, []).append((fid % N_FIELDS, _merge(spans)))
+        return {slot: tuple(occ) for slot, occ in by_slot.items()}
+
+    def _single(self, postings: dict[int, tuple[int, ...]]) -> dict[int, Occurrences]:
+        """A one-word keyword that only rule 1 matches (the common case): every
+        position is a match of its own; no verification, no merging. Postings are in
+        field-slot order, so fields come in FIELDS order within an article."""
+        fields = self._fields
+        found: dict[int, Occurrences] = {}
+        for fid, positions in postings.items():
+            fx = fields[fid]
+            starts, ends = fx.starts, fx.ends
+            slot, f = divmod(fid, N_FIELDS)
+            entry = ((f, tuple([(starts[p], ends[p]) for p in positions])),)
+            before = found.get(slot)
+            found[slot] = entry if before is None else before + entry
+        return found

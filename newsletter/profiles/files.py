@@ -1,0 +1,139 @@
+"""Subscriber profiles: read and validate the YAML files under ``subscribers_dir``.
+
+Every problem is collected, never raised on the first one, as a
+:class:`~newsletter.errors.ProfileError` reading ``file:line: field: what is wrong``
+with the real line (see :mod:`newsletter.profiles.schema`). The result also says which
+files and addresses failed, so a sync can leave exactly those subscribers as they were:
+a typo never costs anyone their digest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newsletter.domain import Profile
+from newsletter.errors import ProfileError
+from newsletter.profiles.schema import parse_profiles
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a directory of profiles holds: the valid profiles and every problem."""
+
+    profiles: tuple[Profile, ...]
+    problems: tuple[ProfileError, ...]
+    files: tuple[str, ...]  # every file read, relative to the directory
+    failed_files: frozenset[str] = frozenset()  # files with a problem: keep their subscribers
+    held_emails: frozenset[str] = frozenset()  # invalid or duplicated: keep as they are
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class _Collected:
+    profiles: list[tuple[Profile, str, int]] = field(default_factory=list)  # with display, line
+    invalid: list[str] = field(default_factory=list)  # addresses of invalid profiles
+    problems: list[ProfileError] = field(default_factory=list)
+    failed_files: set[str] = field(default_factory=set)
+
+
+def profile_files(directory: Path) -> Iterator[tuple[str, Path]]:
+    """``*.yaml`` and ``*.yml`` files under ``directory``, with their relative names,
+    sorted; hidden files and directories (editor backups, ``.git``) are skipped."""
+    found: list[tuple[str, Path]] = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
+                continue
+            path = Path(root) / name
+            found.append((path.relative_to(directory).as_posix(), path))
+    yield from sorted(found)
+
+
+def display_path(path: Path) -> str:
+    """A path as the operator would type it: relative to the cwd when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_profiles(path: Path) -> LoadResult:
+    """Read and validate every profile under ``path`` (a directory, or one file).
+
+    Never raises for bad content: every problem is in the result. Raises
+    :class:`ProfileError` only when ``path`` itself is missing, so that a mistyped
+    directory can never look like "every subscriber was deleted".
+    """
+    if path.is_dir():
+        files = list(profile_files(path))
+    elif path.is_file():
+        files = [(path.name, path)]
+    else:
+        raise ProfileError("no such directory or file", path=display_path(path))
+    out = _Collected()
+    base = display_path(path) if path.is_dir() else None
+    for source, file in files:
+        display = display_path(file) if base is None else os.path.join(base, *source.split("/"))
+        try:
+            text = file.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = file.read_bytes().count(b"\n", 0, e.start) + 1
+            out.problems.append(
+                ProfileError(f"not UTF-8 text: {e.reason}", path=display, line=line)
+            )
+            out.failed_files.add(source)
+            continue
+        except OSError as e:
+            out.problems.append(ProfileError(f"cannot read: {e.strerror or e}", path=display))
+            out.failed_files.add(source)
+            continue
+        profiles, problems, invalid = parse_profiles(text, source=source, display=display)
+        if problems:
+            out.problems.extend(problems)
+            out.failed_files.add(source)
+        out.profiles.extend((p, display, p.line or 1) for p in profiles)
+        out.invalid.extend(invalid)
+    return _check_duplicates(out, tuple(s for s, _ in files))
+
+
+def _check_duplicates(out: _Collected, files: tuple[str, ...]) -> LoadResult:
+    """An address in two places is held: neither version is applied."""
+    first: dict[str, tuple[str, int]] = {}
+    held: set[str] = set(out.invalid)
+    duplicates: list[ProfileError] = []
+    for profile, display, line in out.profiles:
+        if profile.email in first:
+            where = "{}:{}".format(*first[profile.email])
+            duplicates.append(
+                ProfileError(
+                    f"duplicate email {profile.email} (also in {where}); neither is applied",
+                    path=display,
+                    line=line,
+                    field="email",
+                )
+            )
+            held.add(profile.email)
+        else:
+            first[profile.email] = (display, line)
+    valid = tuple(p for p, _, _ in out.profiles if p.email not in held)
+    return LoadResult(
+        profiles=valid,
+        problems=tuple(
+            sorted(
+                [*out.problems, *duplicates],
+                key=lambda e: (e.path, e.line or 0),
+            )
+        ),
+        files=files,
+        failed_files=frozenset(out.failed_files),
+        held_emails=frozenset(held),
+    )

@@ -1,0 +1,463 @@
+"""Cards for the fast renderer: :func:`card_view`'s values without a view per card. Pure.
+
+Subscribers rarely share a whole card (their keywords hit different words), so nothing
+per card is worth caching; what repeats is per entry (link, byline, where the abstract
+is cut, its wrapped plain text) and per keyword (a "why" line's parts). The highlighted
+title and abstract reach the compiled template as runs of text (plain and marked in
+turn) rather than :class:`~newsletter.render.views.Segment` objects, which cost more to
+build than the rest of an email. An entry whose shown text would need cleaning (control
+characters, doubled spaces, spaces at its edges) goes through :func:`card_view`
+instead, so the values are always the same; ``tests/test_render_fast.py`` checks that.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Sequence
+from itertools import pairwise
+
+from newsletter.domain import Article, Match
+from newsletter.render.shapes.fill import LazyItem, Rows, Variant, variant_of
+from newsletter.render.views import (
+    ABSTRACT_CHARS,
+    ABSTRACT_SLACK,
+    ENDS_SENTENCE,
+    FIELD_LABEL,
+    FIELD_ORDER,
+    TEXT_WIDTH,
+    CardView,
+    Segment,
+    abstract_cut,
+    article_static,
+    card_view,
+    clean_keyword,
+    trim_plan,
+    wrap_text,
+)
+
+_PLAIN: Variant = variant_of(Segment("x"))  # the variant of a non-empty run
+_MARK: Variant = variant_of(Segment("x", True))
+_HTML_SPECIAL = re.compile("[&<>'\"]")
+_BIT = {f: 1 << i for i, f in enumerate(FIELD_ORDER)}  # the "why" order: lowest bit first
+_CACHE_MAX = 20_000
+
+# Highlight runs alternate between plain and marked (touching highlights are merged,
+# and so are plain runs): a card hands them over as texts and the pair of variants.
+_PLAIN_FIRST = (_PLAIN, _MARK)
+_MARK_FIRST = (_MARK, _PLAIN)
+
+
+def _tidy(text: str) -> bool:
+    """True when cleaning ``text`` changes nothing: printable, single spaces, no edge space.
+
+    (A printable string holds no whitespace but the plain space.)
+    """
+    return (
+        bool(text)
+        and text.isprintable()
+        and "  " not in text
+        and text[0] != " "
+        and text[-1] != " "
+    )
+
+
+class _Entry:
+    """What every card of one article shares."""
+
+    __slots__ = (
+        "abstract_text",
+        "article",
+        "byline",
+        "cut",
+        "date",
+        "link",
+        "main_ok",
+        "meta",
+        "more_link",
+        "rstrip_len",
+        "statics",
+        "suffix",
+        "summary_esc",
+        "title_esc",
+        "title_ok",
+        "title_runs",
+        "trimmed",
+        "usual_variant",
+        "variant",
+        "votes",
+    )
+
+    def __init__(self, a: Article) -> None:
+        self.article = a
+        self.link, self.byline, self.date, self.votes, self.meta = article_static(a)
+        summary = a.summary
+        self.trimmed = len(summary) > ABSTRACT_CHARS + ABSTRACT_SLACK  # as trim_plan decides
+        self.cut = abstract_cut(summary, ABSTRACT_CHARS) if self.trimmed else len(summary)
+        self.more_link = self.link if self.trimmed else ""
+        self.rstrip_len = len(summary.rstrip())
+        main = summary[: self.cut]
+        self.main_ok = _tidy(main)
+        # _card's " …" rule for one shown range: cut short, and not at a sentence end.
+        self.suffix = self.trimmed and self.cut < self.rstrip_len and not ENDS_SENTENCE.search(main)
+        self.abstract_text = wrap_text(main + " …" if self.suffix else main) if self.main_ok else ""
+        self.title_ok = _tidy(a.title)
+        self.title_runs = [a.title]
+        self.title_esc = _HTML_SPECIAL.search(a.title) is not None
+        self.summary_esc = _HTML_SPECIAL.search(summary) is not None
+        # CardView's fields, in order, for fill_variant (rank, title, abstract and matched
+        # are the card's own).
+        self.variant = tuple(
+            2 if v else 1 for v in (self.link, self.byline, self.date, self.votes, self.more_link)
+        )
+        # ... and the whole of it for a card with a rank, an abstract and a "why" line
+        self.usual_variant = _card_variant(self, True, True, True, bool(self.abstract_text))
+        # fill_static for each (no title highlight, the plain abstract is the entry's)
+        self.statics = {key: (self, fields) for key, fields in _GROUPS.items()}
+
+
+_ENTRIES: dict[int, _Entry] = {}
+
+
+def _entry(a: Article) -> _Entry:
+    """The shared part of ``a``'s cards, cached by identity (the matcher hands the same
+    Article objects to every subscriber; the entry holds it, so the id stays unique)."""
+    got = _ENTRIES.get(id(a))
+    if got is None or got.article is not a:
+        if len(_ENTRIES) >= _CACHE_MAX:
+            _ENTRIES.clear()
+        got = _ENTRIES[id(a)] = _Entry(a)
+    return got
+
+
+_LABELS: dict[tuple[str, int], str] = {}
+
+
+def _label(keyword: str, mask: int) -> str:
+    got = _LABELS.get((keyword, mask))
+    if got is None:
+        fields = ", ".join(FIELD_LABEL[f] for f in FIELD_ORDER if mask & _BIT[f])
+        if len(_LABELS) >= _CACHE_MAX:
+            _LABELS.clear()
+        got = _LABELS[keyword, mask] = f"{keyword} ({fields})"
+    return got
+
+
+def _lowest_bit(item: tuple[str, int]) -> int:
+    return item[1] & -item[1]
+
+
+def _merge(spans: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """:func:`~newsletter.render.views.merge_spans` (the union is the same in any order)."""
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if s < 0:
+            s = 0
+        if e > length:
+            e = length
+        if s >= e:
+            continue
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def _runs(text: str, merged: list[tuple[int, int]], lo: int, hi: int, out: list[str]) -> bool:
+    """:func:`~newsletter.render.views.segments` of ``text[lo:hi]``, their texts appended
+    to ``out``; whether the first one is highlighted."""
+    pos = lo
+    start = len(out)
+    first_mark = False
+    for s, e in merged:
+        if s < lo:
+            s = lo
+        if e > hi:
+            e = hi
+        if s >= e:
+            continue
+        if s > pos:
+            out.append(text[pos:s])
+        elif len(out) == start:
+            first_mark = True
+        out.append(text[s:e])
+        pos = e
+    if pos < hi:
+        out.append(text[pos:hi])
+    return first_mark
+
+
+def wrap_tidy(text: str) -> str:
+    """``wrap_text(text)`` (textwrap at TEXT_WIDTH, words never broken) for text that
+    :func:`_tidy` accepts: single spaces between words, so a line is as many words as
+    fit, and a longer word stands alone."""
+    lines: list[str] = []
+    line: list[str] = []
+    size = -1
+    for word in text.split(" "):
+        if size + 1 + len(word) <= TEXT_WIDTH or not line:
+            line.append(word)
+            size += 1 + len(word)
+        else:
+            lines.append(" ".join(line))
+            line = [word]
+            size = len(word)
+    lines.append(" ".join(line))
+    return "\n".join(lines)
+
+
+def _add_plain(texts: list[str], first_mark: bool, text: str) -> None:
+    """Append a plain run, merged into a plain one before it (as _clean_segments does)."""
+    if texts and (len(texts) % 2 == 1) != first_mark:  # the last run is plain
+        texts[-1] += text
+    else:
+        texts.append(text)
+
+
+# The fields every card of an entry shares (the fill merges them into the markup once).
+_SHARED = frozenset({"link", "byline", "date", "votes", "more_link", "title_text", "meta_text"})
+_GROUPS = {  # (the title has no highlight, the plain abstract is the entry's): fields
+    (False, False): _SHARED,
+    (True, False): _SHARED | {"title"},
+    (False, True): _SHARED | {"abstract_text"},
+    (True, True): _SHARED | {"title", "abstract_text"},
+}
+
+
+class CardDraft(LazyItem):
+    """One card as the fast fill reads it: CardView's scalar fields and highlight runs.
+
+    The entry's own values are read from the shared entry (or, for text that needs
+    cleaning, from the real view, which is then built at once).
+    """
+
+    __slots__ = (
+        "_abstract",
+        "_abstract_esc",
+        "_abstract_v",
+        "_entry",
+        "_rows",
+        "_title",
+        "_title_esc",
+        "_title_v",
+        "_view",
+        "abstract_text",
+        "fill_static",
+        "fill_variant",
+        "keywords",
+        "match",
+        "matched",
+        "rank",
+    )
+
+    match: Match
+    rank: int
+    matched: str
+    abstract_text: str
+    keywords: tuple[str, ...]  # the cleaned keywords that hit, for the subject's ranking
+    fill_variant: Variant
+    fill_static: tuple[Hashable, frozenset[str]] | None
+    _entry: _Entry | None
+    _title: list[str]
+    _abstract: list[str]
+    _title_v: tuple[Variant, Variant]  # the variants the runs alternate between
+    _abstract_v: tuple[Variant, Variant]
+    _title_esc: bool
+    _abstract_esc: bool
+    _view: CardView | None
+    _rows: dict[str, tuple[list[str], tuple[Variant, Variant]] | None] | None
+
+    def view(self) -> CardView:
+        """The real view (what the reference path, probes and custom uses get)."""
+        if self._view is None:
+            self._view = card_view(self.match, self.rank)
+        return self._view
+
+    @property
+    def link(self) -> str:
+        return self._entry.link if self._entry else self.view().link
+
+    @property
+    def byline(self) -> str:
+        return self._entry.byline if self._entry else self.view().byline
+
+    @property
+    def date(self) -> str:
+        return self._entry.date if self._entry else self.view().date
+
+    @property
+    def votes(self) -> str:
+        return self._entry.votes if self._entry else self.view().votes
+
+    @property
+    def more_link(self) -> str:
+        return self._entry.more_link if self._entry else self.view().more_link
+
+    @property
+    def title_text(self) -> str:
+        # clean() of a tidy title is the title
+        return self._entry.article.title if self._entry else self.view().title_text
+
+    @property
+    def meta_text(self) -> str:
+        return self._entry.meta if self._entry else self.view().meta_text
+
+    @property
+    def title(self) -> tuple[Segment, ...]:
+        return self.view().title
+
+    @property
+    def abstract(self) -> tuple[Segment, ...]:
+        return self.view().abstract
+
+    def fill_rows(self, field: str) -> Rows | None:
+        if self._rows is not None:  # (from the real view)
+            got = self._rows.get(field)
+            return (*got, True) if got is not None else None
+        if field == "abstract":
+            return self._abstract, self._abstract_v, self._abstract_esc
+        if field == "title":
+            return self._title, self._title_v, self._title_esc
+        return None
+
+    def __repr__(self) -> str:
+        return f"CardDraft(rank={self.rank}, entry={self.match.article.id})"
+
+
+def card_draft(match: Match, rank: int) -> CardDraft:
+    """The card of ``match`` at ``rank``: the values :func:`card_view` gives, cheaply."""
+    a = match.article
+    entry = _ENTRIES.get(id(a))
+    if entry is None or entry.article is not a:
+        entry = _entry(a)
+    d = CardDraft.__new__(CardDraft)
+    d.match = match
+    d.rank = rank
+    d._view = None
+    d._rows = None
+    title_spans: list[tuple[int, int]] = []
+    abstract_spans: list[tuple[int, int]] = []
+    raw: dict[str, int] = {}  # keyword as written -> the fields it hit (bits)
+    for h in match.hits:
+        field = h.field
+        if field == "abstract":
+            abstract_spans += h.spans
+        elif field == "title":
+            title_spans += h.spans
+        raw[h.keyword] = raw.get(h.keyword, 0) | _BIT[field]
+    masks: dict[str, int] = {}  # the same by cleaned keyword, in order of first hit
+    for term, mask in raw.items():
+        kw = clean_keyword(term)
+        masks[kw] = masks.get(kw, 0) | mask
+    d.keywords = tuple(masks)
+    get = _LABELS.get
+    if len(masks) > 1:
+        items = sorted(masks.items(), key=_lowest_bit)
+        d.matched = ", ".join([get(item) or _label(*item) for item in items])
+    else:
+        d.matched = "".join([get(item) or _label(*item) for item in masks.items()])
+    if not (entry.title_ok and entry.main_ok):
+        return _from_view(d)
+    shared_text = _abstract(d, entry, abstract_spans)
+    if shared_text is None:
+        return _from_view(d)
+    if title_spans:
+        title: list[str] = []
+        marked = _runs(a.title, _merge(title_spans, len(a.title)), 0, len(a.title), title)
+        d._title = title
+        d._title_v = _MARK_FIRST if marked else _PLAIN_FIRST
+    else:
+        d._title = entry.title_runs
+        d._title_v = _PLAIN_FIRST
+    d._title_esc = entry.title_esc
+    d._entry = entry
+    d.fill_static = entry.statics[not title_spans, shared_text]
+    if rank and d._abstract and d.matched and shared_text:
+        d.fill_variant = entry.usual_variant
+    else:
+        d.fill_variant = _card_variant(entry, rank, d._abstract, d.matched, d.abstract_text)
+    return d
+
+
+def _card_variant(
+    entry: _Entry, rank: object, abstract: object, matched: object, text: object
+) -> Variant:
+    """variant_of the card's view: CardView's fields, in order."""
+    link, by, when, votes, more = entry.variant
+    return (
+        2 if rank else 1,
+        link,
+        2,  # the title: never empty
+        by,
+        when,
+        votes,
+        2 if abstract else 1,
+        more,
+        2 if matched else 1,
+        2,  # title_text
+        2 if entry.meta else 1,
+        2 if text else 1,
+    )
+
+
+def _abstract(d: CardDraft, entry: _Entry, spans: list[tuple[int, int]]) -> bool | None:
+    """Set the abstract runs and text as _card would: None when only it can tell, else
+    whether the plain text is the entry's own (one shown range)."""
+    text = entry.article.summary
+    cut = entry.cut
+    merged = _merge(spans, len(text)) if spans else []
+    runs: list[str] = []
+    shared = not entry.trimmed or not merged or merged[0][0] < cut
+    if shared:
+        # One range, [0, cut): its plain text, and so its wrapped form, is the entry's.
+        marked = _runs(text, merged, 0, cut, runs)
+        if entry.suffix:
+            _add_plain(runs, marked, " …")
+        d.abstract_text = entry.abstract_text
+    else:
+        # Every hit lies beyond the cut: a second range shows the first one.
+        ranges, _ = trim_plan(text, spans)
+        if len(ranges) != 2:
+            return None
+        lo, hi = ranges[1]
+        if text[lo : lo + 1] == " ":  # the window starts at a word boundary: its space
+            lo += 1  # goes (when it is not highlighted)
+            if merged[0][0] < lo:
+                return None
+        shown = text[lo:hi]
+        if not _tidy(shown):
+            return None
+        marked = False  # no highlight before the cut
+        runs.append(text[:cut] + " … ")
+        if not _runs(text, merged, lo, hi, runs):  # merge the range's leading plain run
+            runs[0:2] = [runs[0] + runs[1]]
+        plain = text[:cut] + " … " + shown
+        if hi < entry.rstrip_len:
+            _add_plain(runs, marked, " …")
+            plain += " …"
+        d.abstract_text = wrap_tidy(plain)
+    d._abstract = runs
+    d._abstract_v = _MARK_FIRST if marked else _PLAIN_FIRST
+    d._abstract_esc = entry.summary_esc
+    return shared
+
+
+def _from_view(d: CardDraft) -> CardDraft:
+    """Fill ``d`` from the real view: for text that needs cleaning."""
+    v = d.view()
+    d._entry = None
+    d.fill_static = None
+    d.abstract_text = v.abstract_text
+    d._title_esc = d._abstract_esc = True
+    d._rows = {"title": _alternating(v.title), "abstract": _alternating(v.abstract)}
+    d.fill_variant = variant_of(v)
+    return d
+
+
+def _alternating(segs: tuple[Segment, ...]) -> tuple[list[str], tuple[Variant, Variant]] | None:
+    """Cleaned segments as runs (cleaning merges neighbours of one kind: they alternate;
+    None, and the fill takes the segments themselves, if they did not)."""
+    if any(a.mark == b.mark for a, b in pairwise(segs)):
+        return None
+    return [s.text for s in segs], _MARK_FIRST if segs and segs[0].mark else _PLAIN_FIRST

@@ -1,0 +1,457 @@
+"""The renderer: matches and a subscriber in; subject, HTML, plain text and MIME bytes out.
+
+The templates see only the plain views of :mod:`.views`. Two paths produce the same
+email: :meth:`Renderer.reference_render` renders the whole document and runs premailer
+on it; :meth:`Renderer.render` (the fast path) inlines CSS once per template shape
+(:mod:`.shapes.compile`) and fills in each subscriber's words: cards drafted cheaply
+(:mod:`.cards`), the documents made as UTF-8 together with their quoted-printable
+encoding (:mod:`.shapes.fill`, :mod:`.qp`) and handed to the MIME builder as they are.
+Every newly compiled shape is checked against the reference render of the email that
+needed it, and a template that defeats the scheme makes the renderer fall back to the
+reference path (logged once), so a custom template can be slower but never wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+from time import perf_counter
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo
+
+from jinja2 import (
+    TemplateError,
+)
+
+from newsletter.config import NewsletterSettings
+from newsletter.domain import Match, Profile
+from newsletter.errors import RenderError
+from newsletter.render.cards import CardDraft, card_draft
+from newsletter.render.mime import (
+    Bodies,
+    Mailbox,
+    build_message,
+    build_message_from,
+    mailbox,
+    mailto_url,
+    message_id_for,
+    reference_build_message,
+)
+from newsletter.render.mime import parse_mailbox as _parse_mailbox
+from newsletter.render.qp import BAD_LINE
+from newsletter.render.shapes.compile import (
+    MissingShape,
+    ShapeCompiler,
+    ShapeError,
+    same_html,
+)
+from newsletter.render.templates import SubjectLine, inline_css, make_environment
+from newsletter.render.views import (
+    CardView,
+    EmailView,
+    MoreView,
+    card_view,
+    clean,
+    clean_keyword,
+    more_view,
+    period_labels,
+    rank_keywords,
+    safe_url,
+    shorten,
+    top_keywords,
+)
+
+log = logging.getLogger(__name__)
+
+# -- inputs and outputs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DigestRequest:
+    """Everything one email needs; URLs come from the caller (render makes no tokens)."""
+
+    profile: Profile
+    matches: Sequence[Match]
+    day: date  # the subscriber's local day the digest is for
+    period: str  # outbox period key: "2026-11-22" or "2026-W47"
+    unsubscribe_url: str
+    preferences_url: str = ""
+    sent_at: datetime | None = None  # Date header; None: the scheduled send time of `day`
+    message_id: str = ""  # "" : stable per (list, subscriber, period)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    subject: str
+    # The parts as text, or as their UTF-8 (the fast path makes bytes; a send never
+    # reads them as text, so they are decoded only when asked for: see html and text).
+    html_part: str | bytes
+    text_part: str | bytes
+    data: bytes  # the complete MIME message
+    message_id: str
+    sender: str  # envelope sender (the From address)
+    recipient: str
+    entry_ids: tuple[int, ...]  # entries shown, as cards or as "more" links
+    n_cards: int
+    n_more: int  # matches summarised as links (listed or only counted)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def html(self) -> str:
+        part = self.html_part
+        return part if isinstance(part, str) else part.decode("utf-8")
+
+    @property
+    def text(self) -> str:
+        part = self.text_part
+        return part if isinstance(part, str) else part.decode("utf-8")
+
+
+# -- the views ---------------------------------------------------------------------------
+
+
+TemplateName = Literal["digest", "empty"]
+Card = CardView | CardDraft  # the fast path's cards are drafts; see card_drafts
+
+
+def _view_context(view: EmailView) -> dict[str, Any]:
+    # Probes are not dataclasses; both expose their fields as attributes.
+    return {name: getattr(view, name) for name in EmailView.__dataclass_fields__}
+
+
+def _materialized_cards(cards: Sequence[Card]) -> tuple[CardView, ...]:
+    return tuple(c.view() if isinstance(c, CardDraft) else c for c in cards)
+
+
+def _materialized(view: EmailView) -> EmailView:
+    """``view`` with real CardViews, for templates rendered by Jinja (and for probes)."""
+    if not any(isinstance(c, CardDraft) for c in view.cards):
+        return view
+    return replace(view, cards=_materialized_cards(view.cards))
+
+
+class Renderer:
+    """Renders digests for one configuration; build once per run and reuse.
+
+    Caches compiled template shapes, so it is cheap per email after the first few.
+    Not thread-safe; use one per process (fork after warming it up to share the work).
+    """
+
+    def __init__(self, settings: NewsletterSettings, *, fast: bool = True) -> None:
+        self.settings = settings
+        self.env = make_environment(settings.templates_dir)
+        self.fast = fast
+        self.sender = _parse_mailbox(settings.from_addr, key="newsletter.from")
+        self.reply_to = (
+            _parse_mailbox(settings.reply_to, key="newsletter.reply_to")
+            if settings.reply_to.strip()
+            else None
+        )
+        self.mailto = mailto_url(settings.unsubscribe_mailto) if settings.unsubscribe_mailto else ""
+        self.default_send_time = settings.default_send_time
+        self._compilers: dict[str, ShapeCompiler] = {}
+        contact_box = self.reply_to or self.sender
+        self._contact = (contact_box.addr, mailto_url(contact_box.addr, "newsletter"))
+        self._list_name = clean(settings.list_name)
+        self._subject_line = SubjectLine(
+            self.env, plain=set(EmailView.__dataclass_fields__) - {"cards", "more"}
+        )
+        self.fallback_reason = ""
+        # Seconds spent, when a caller (the benchmark) wants them: "render" (the whole
+        # email) and "mime" (building the bytes, a part of it). None: not measured.
+        self.timings: dict[str, float] | None = None
+
+    # -- public --------------------------------------------------------------------
+
+    def render(self, req: DigestRequest) -> RenderedEmail | None:
+        """The email for ``req`` (fast path); ``None`` when there is nothing to send."""
+        if self.timings is None:
+            return self._render(req, reference=not self.fast)
+        started = perf_counter()
+        try:
+            return self._render(req, reference=not self.fast)
+        finally:
+            self._spent("render", started)
+
+    def _spent(self, stage: str, started: float) -> None:
+        if self.timings is not None:
+            self.timings[stage] = self.timings.get(stage, 0.0) + perf_counter() - started
+
+    def reference_render(self, req: DigestRequest) -> RenderedEmail | None:
+        """The same email the slow, obvious way: render everything, inline once, and
+        build the message with the ``email`` package."""
+        return self._render(req, reference=True, stdlib_mime=True)
+
+    def subject(self, view: EmailView, top: Sequence[str], n_total: int) -> str:
+        """``subject.txt`` for ``view``: one line, whatever the template or the data hold."""
+        return self._subject(_view_context(view), top, n_total)
+
+    def _subject(self, ctx: dict[str, Any], top: Sequence[str], n_total: int) -> str:
+        if self._subject_line.reads_cards:
+            ctx["cards"] = _materialized_cards(ctx["cards"])
+        try:
+            return self._subject_line.render(ctx, top, n_total)
+        except TemplateError as e:
+            raise RenderError(f"template subject.txt: {e}") from e
+
+    def preview_index(self, rows: Sequence[Any], *, day: str) -> str:
+        """The outbox's ``index.html`` from ``preview_index.html`` (a page, not an email)."""
+        ctx = {"rows": rows, "day": day, "list_name": self.settings.list_name}
+        try:
+            return str(self._template("preview_index.html").render(ctx))
+        except TemplateError as e:
+            raise RenderError(f"template preview_index.html: {e}") from e
+
+    # -- building ------------------------------------------------------------------
+
+    def _template(self, name: str) -> Any:
+        try:
+            return self.env.get_template(name)
+        except TemplateError as e:
+            raise RenderError(f"template {name}: {e}") from e
+
+    def _view(
+        self,
+        req: DigestRequest,
+        cards: Sequence[Card],
+        more: Sequence[MoreView],
+        n_hidden: int,
+        top: Sequence[str],
+    ) -> EmailView:
+        p = req.profile
+        n_total = len(req.matches)
+        label, phrase = period_labels(req.day, p.frequency)
+        n_more = len(more) + n_hidden
+        more_label = ""
+        if n_more:
+            more_label = f"{n_more} more {'match' if n_more == 1 else 'matches'}"
+            more_label += (
+                f"; the first {len(more)} are listed, to keep this email short"
+                if n_hidden
+                else " (titles only, to keep this email short)"
+            )
+        unsubscribe_url = safe_url(req.unsubscribe_url)
+        if not unsubscribe_url:
+            raise RenderError(
+                f"{p.email}: the unsubscribe URL must be http(s), got {req.unsubscribe_url!r}"
+            )
+        ctx: dict[str, Any] = {
+            "subject": "",
+            "preheader": shorten(" · ".join(c.title_text for c in cards[:3]), 140),
+            "list_name": self._list_name,
+            "period_label": label,
+            "period_phrase": phrase,
+            "name": clean(p.name or ""),
+            "email": clean(p.email),
+            "keywords": tuple(k for k in (clean_keyword(k.term) for k in p.keywords) if k),
+            "count_label": f"{n_total} new {'paper' if n_total == 1 else 'papers'}",
+            # The fast path's drafts have CardView's attributes; Jinja gets real views.
+            "cards": cast("tuple[CardView, ...]", tuple(cards)),
+            "more": tuple(more),
+            "more_label": more_label,
+            "unsubscribe_url": unsubscribe_url,
+            "preferences_url": safe_url(req.preferences_url),
+            "contact": self._contact[0],
+            "contact_url": self._contact[1],
+            "profile_file": clean(Path(p.source).name) if p.source else "",
+        }
+        fields = dict(ctx)
+        subject = self._subject(ctx, top, n_total)
+        fields["subject"] = subject
+        fields["preheader"] = fields["preheader"] or subject
+        return EmailView(**fields)
+
+    def _render(
+        self, req: DigestRequest, *, reference: bool, stdlib_mime: bool = False
+    ) -> RenderedEmail | None:
+        if not req.matches and not self.settings.send_empty:
+            return None
+        try:
+            recipient = mailbox(req.profile.email, req.profile.name or "")
+        except ValueError as e:
+            raise RenderError(f"cannot address {req.profile.email!r}: {e}") from e
+        template: TemplateName = "digest" if req.matches else "empty"
+        cards: list[Card]
+        if reference or not self.fast:
+            cards = [card_view(m, i) for i, m in enumerate(req.matches, start=1)]
+            top = top_keywords(req.profile, req.matches)
+        else:
+            drafts = [card_draft(m, i) for i, m in enumerate(req.matches, start=1)]
+            top = rank_keywords(req.profile, [d.keywords for d in drafts])
+            cards = list(drafts)
+
+        def build(n_cards: int, n_listed: int) -> RenderedEmail:
+            return self._email(
+                req, recipient, template, cards, n_cards, n_listed, reference, stdlib_mime, top
+            )
+
+        n = len(cards)
+        email = build(n, 0)
+        budget = self.settings.max_email_bytes
+        if email.size <= budget:
+            return email
+        # Over budget: the most cards that fit, the rest as "N more" title links; if
+        # even the links do not fit, the most links that do (the rest only counted).
+        k = _largest(lambda k: build(k, n - k).size <= budget, n)
+        if k >= 0:
+            return build(k, n - k)
+        m = _largest(lambda m: build(0, m).size <= budget, n)
+        if m < 0:
+            raise RenderError(
+                f"newsletter.max_email_bytes = {budget} is smaller than an email without "
+                f"entries ({build(0, 0).size} bytes)"
+            )
+        return build(0, m)
+
+    def _email(
+        self,
+        req: DigestRequest,
+        recipient: Mailbox,
+        template: TemplateName,
+        cards: Sequence[Card],
+        n_cards: int,
+        n_listed: int,
+        reference: bool,
+        stdlib_mime: bool = False,
+        top: Sequence[str] | None = None,
+    ) -> RenderedEmail:
+        more = [more_view(m) for m in req.matches[n_cards : n_cards + n_listed]]
+        n_hidden = len(req.matches) - n_cards - n_listed
+        if top is None:
+            top = top_keywords(req.profile, req.matches)
+        view = self._view(req, cards[:n_cards], more, n_hidden, top)
+        html, text, bodies = self._documents(template, view, reference)
+        profile = req.profile
+        sent_at = req.sent_at or datetime.combine(
+            req.day,
+            profile.send_time or self.default_send_time,
+            ZoneInfo(profile.timezone or self.settings.timezone),
+        )
+        message_id = req.message_id or message_id_for(
+            list_id=self.settings.list_id,
+            recipient=recipient.addr,
+            period=req.period,
+            domain=self.sender.domain,
+        )
+        started = perf_counter()
+        headers: dict[str, Any] = {
+            "sender": self.sender,
+            "recipient": recipient,
+            "subject": view.subject,
+            "date": sent_at,
+            "message_id": message_id,
+            "list_name": self.settings.list_name,
+            "list_id": self.settings.list_id,
+            "unsubscribe_url": view.unsubscribe_url,
+            "unsubscribe_mailto": self.mailto,
+            "reply_to": self.reply_to,
+        }
+        if bodies is not None and not stdlib_mime:
+            data = build_message_from(bodies, **headers)
+        else:
+            build = reference_build_message if stdlib_mime else build_message
+            data = build(text=_str(text), html=_str(html), **headers)
+        self._spent("mime", started)
+        shown = req.matches[: n_cards + n_listed]
+        return RenderedEmail(
+            subject=view.subject,
+            html_part=html,
+            text_part=text,
+            data=data,
+            message_id=message_id,
+            sender=self.sender.addr,
+            recipient=recipient.addr,
+            entry_ids=tuple(m.article.id for m in shown),
+            n_cards=n_cards,
+            n_more=len(req.matches) - n_cards,
+        )
+
+    # -- the two paths -------------------------------------------------------------
+
+    def _documents(
+        self, template: TemplateName, view: EmailView, reference: bool
+    ) -> tuple[str | bytes, str | bytes, Bodies | None]:
+        """(HTML, text, the bodies for the MIME builder when they were made on the way)."""
+        if reference or not self.fast:
+            return self._reference(template, view)
+        try:
+            html_shapes = self._compiler(f"{template}.html")
+            text_shapes = self._compiler(f"{template}.txt")
+            try:
+                # Every shape known (all but the first few emails): fill in the drafts.
+                html, html_lines, new_html = html_shapes.fill_parts(view, compile=False)
+                text, text_lines, new_text = text_shapes.fill_parts(view, compile=False)
+            except MissingShape:
+                view = _materialized(view)  # probes are made of real views
+                html, html_lines, new_html = html_shapes.fill_parts(view)
+                text, text_lines, new_text = text_shapes.fill_parts(view)
+        except (ShapeError, AttributeError, TypeError, ValueError) as e:
+            self._give_up(f"{template}: {e}")
+            return self._reference(template, view)
+        except TemplateError as e:
+            raise RenderError(f"template {template}: {e}") from e
+        if new_html or new_text:
+            # A shape was compiled from this email: prove it on this email.
+            ref_html, ref_text, _ = self._reference(template, view)
+            if not same_html(_str(html), ref_html) or _str(text) != ref_text:
+                self._give_up(f"{template}: the compiled shape differs from the reference render")
+                return ref_html, ref_text, None
+        if b"\r" in html or b"\r" in text or BAD_LINE in html_lines or BAD_LINE in text_lines:
+            # A CR to normalise or a lone surrogate: the MIME builder's own way.
+            return _str(html), _str(text), None
+        return html, text, Bodies(text, html, text_lines, html_lines)
+
+    def _give_up(self, reason: str) -> None:
+        log.warning(
+            "templates cannot use the fast renderer (%s); inlining CSS for every email", reason
+        )
+        self.fast = False
+        self.fallback_reason = reason
+
+    def _reference(self, template: TemplateName, view: EmailView) -> tuple[str, str, Bodies | None]:
+        ctx = _view_context(_materialized(view))
+        try:
+            html = inline_css(self._template(f"{template}.html").render(ctx))
+            text = self._template(f"{template}.txt").render(ctx)
+        except TemplateError as e:
+            raise RenderError(f"template {template}: {e}") from e
+        return html, text, None  # (the MIME builder encodes the bodies)
+
+    def _compiler(self, name: str) -> ShapeCompiler:
+        compiler = self._compilers.get(name)
+        if compiler is None:
+            tpl = self._template(name)
+            html = name.endswith(".html")
+
+            def render(probe: Any, tpl: Any = tpl) -> str:
+                return str(
+                    tpl.render({n: getattr(probe, n) for n in EmailView.__dataclass_fields__})
+                )
+
+            compiler = ShapeCompiler(render, postprocess=inline_css if html else None, html=html)
+            self._compilers[name] = compiler
+        return compiler
+
+
+def _str(part: str | bytes) -> str:
+    return part if isinstance(part, str) else part.decode("utf-8", "surrogatepass")
+
+
+def _largest(fits: Callable[[int], bool], n: int) -> int:
+    """The largest ``k`` in ``0..n`` with ``fits(k)`` (monotone), or -1 if none."""
+    if not fits(0):
+        return -1
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -1,0 +1,31 @@
+"""What every request of the web app shares: settings, engine and signing secret.
+
+Built once by :func:`newsletter.web.app.create_app` and kept on the app
+(``app.extensions``), so blueprints reach it through ``current_app`` instead of closures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import Engine
+
+from newsletter.config import Settings
+
+ONE_CLICK_KEY = "List-Unsubscribe"
+ONE_CLICK_VALUE = "One-Click"
+EXTENSION = "newsletter"
+
+
+@dataclass(frozen=True, slots=True)
+class WebContext:
+    settings: Settings
+    engine: Engine
+    secret: bytes
+
+
+def web_context() -> WebContext:
+    """The context of the app handling the current request."""
+    ctx: WebContext = current_app.extensions[EXTENSION]
+    return ctx
