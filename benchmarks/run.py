@@ -3,7 +3,7 @@
 For each N it loads a deterministic workload (:mod:`benchmarks.workload`) into a fresh
 SQLite file through the product's own bulk functions, then runs ``send_due`` — what
 ``newsletter send --now`` runs — with a sender that discards the finished bytes, and the
-product's :class:`~newsletter.pipeline.drafts.ProcessComposer` spreading composition
+product's :class:`~newsletter.pipeline.parallel.ProcessComposer` spreading composition
 over ``--workers`` processes. Everything from the subscribers in the database to MIME
 bytes and outbox rows is the product's code; the benchmark only times it.
 
@@ -51,7 +51,7 @@ from newsletter.delivery.smtp import SmtpSender
 from newsletter.domain import Article, Match, ParsedEntry, Profile
 from newsletter.matching import Matcher
 from newsletter.models import Digest, DigestEntry, Subscriber
-from newsletter.pipeline.drafts import ProcessComposer
+from newsletter.pipeline.parallel import ProcessComposer
 from newsletter.pipeline.send import send_due
 from newsletter.pipeline.send_report import SendOptions
 from newsletter.render import DigestRequest, Renderer
@@ -193,7 +193,7 @@ def measure_generation(settings: Settings, workers: int) -> tuple[dict[str, Any]
     sink = SinkSender()
     timings: dict[str, float] = {}
     composer = ProcessComposer(settings, workers=workers, timings=timings)
-    composer.adapter.composer.renderer.timings = {}  # the workers report render and MIME
+    composer.composer.renderer.timings = {}  # the workers report render and MIME
     started = time.perf_counter()
     try:
         summary = send_due(

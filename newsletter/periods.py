@@ -102,16 +102,20 @@ def due_period(
     return None
 
 
-def is_due(
-    s: Schedulable,
-    now: datetime,
-    default_send_time: time,
-    default_tz: str,
-    sent_periods: frozenset[str] | set[str] = frozenset(),
-) -> bool:
-    """True when the send moment of the current period has passed and it is not sent yet."""
-    period = due_period(s, now, default_send_time, default_tz)
-    return period is not None and period not in sent_periods
+def period_day(period: str, s: Schedulable) -> date:
+    """The local date a period's digest is dated: the day, or the week's send day."""
+    if "-W" in period:
+        year, week = period.split("-W")
+        return send_day(s, date.fromisocalendar(int(year), int(week), 1))
+    return date.fromisoformat(period)
+
+
+def send_moment(s: Schedulable, day: date, default_send_time: time, default_tz: str) -> datetime:
+    """When the digest dated ``day`` is due: the subscriber's send time in their zone.
+
+    The ``Date`` of a preview, and the end of the window ``preview`` shows.
+    """
+    return datetime.combine(day, s.send_time or default_send_time, zone(s.timezone or default_tz))
 
 
 def period_length(frequency: str) -> timedelta:

@@ -32,8 +32,8 @@ from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.db.leases import SCHEDULER_LEASE, acquire, holder_of, new_worker_id, release
 from newsletter.delivery import Sender, make_sender
-from newsletter.pipeline.drafts import ComposeFn
 from newsletter.pipeline.fetch import FetchReport, fetch_feeds
+from newsletter.pipeline.jobs import ComposeFn
 from newsletter.pipeline.send import SendOptions, SendSummary, send_due
 
 log = logging.getLogger(__name__)

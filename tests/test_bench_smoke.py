@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from benchmarks.run import NOW, bench_settings, load_workload, main
 from newsletter.db.core import connect
 from newsletter.db.subscribers import active_subscriber_ids
-from newsletter.pipeline.drafts import ComposerAdapter, ComposeRequest, ProcessComposer
+from newsletter.pipeline.compose import Composer
+from newsletter.pipeline.jobs import DigestJob
+from newsletter.pipeline.parallel import ProcessComposer
 
 REQUIRED = (
     "n_subscribers",
@@ -71,14 +73,14 @@ def test_process_composer_composes_exactly_what_the_composer_does(
         with Session(engine) as session:
             ids = active_subscriber_ids(session)
             requests = [
-                ComposeRequest(i, sid, NOW.date().isoformat(), NOW - timedelta(days=1), NOW)
+                DigestJob(sid, NOW.date().isoformat(), NOW - timedelta(days=1), NOW, digest_id=i)
                 for i, sid in enumerate(ids, start=1)
             ]
-            serial = ComposerAdapter(settings)(session, settings, requests)
+            serial = Composer(settings)(session, requests)
             timings: dict[str, float] = {}
             with ProcessComposer(settings, workers=2, timings=timings) as parallel:
-                forked = parallel(session, settings, requests)
-                again = parallel(session, settings, requests[:3])  # small: in-process
+                forked = parallel(session, requests)
+                again = parallel(session, requests[:3])  # small: in-process
     finally:
         engine.dispose()
     assert len(ids) == 12 and any(d is not None for d in serial.values())

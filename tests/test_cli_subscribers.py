@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner, Result
@@ -165,6 +166,23 @@ def test_sync_reports_deactivated_and_unsubscribed(project: Path, db: Engine) ->
     ]
     plain = invoke(project, "subscribers", "list")
     assert plain.stdout == "ada@example.org\tunsubscribed\tdaily\t3\tada.yaml\n"
+
+
+def test_list_shows_when_each_active_subscriber_gets_the_next_digest(
+    project: Path, db: Engine
+) -> None:
+    invoke(project, "subscribers", "sync")
+    suppress(db, "bob@example.org")
+    before = datetime.now(UTC)
+    rows = {
+        r["email"]: r for r in json.loads(invoke(project, "subscribers", "list", "--json").stdout)
+    }
+    assert rows["bob@example.org"]["next_digest_at"] is None  # unsubscribed: none
+    at = datetime.fromisoformat(rows["ada@example.org"]["next_digest_at"])
+    # Daily at the config's 07:00, in Ada's own timezone: the next such moment.
+    local = at.astimezone(ZoneInfo("Europe/Berlin"))
+    assert (local.hour, local.minute) == (7, 0)
+    assert before < at <= before + timedelta(days=1)
 
 
 # -- match -----------------------------------------------------------------------------

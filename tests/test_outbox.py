@@ -14,9 +14,17 @@ from newsletter.db import outbox, session_scope
 from newsletter.db.leases import SCHEDULER_LEASE, acquire, holder_is_dead, holder_of, release
 from newsletter.db.outbox import admin as outbox_admin
 from newsletter.db.outbox import plan as outbox_plan
+from newsletter.db.outbox.bulk import SentMark, SkippedMark, mark_sent_many, mark_skipped_many
 from newsletter.errors import DatabaseError
 from newsletter.models import Suppression
-from tests.support.sending import add_entries, add_subscribers, digest_entry_ids, digests, utc
+from tests.support.sending import (
+    add_entries,
+    add_subscribers,
+    digest_entry_ids,
+    digests,
+    sent_entry_ids,
+    utc,
+)
 
 NOW = utc(2026, 6, 15, 8, 0)
 LEASE = timedelta(minutes=5)
@@ -137,8 +145,8 @@ def test_full_lifecycle_and_compare_and_set(engine: Engine) -> None:
     assert _sending(engine, "w1", c.id, a, [e1, e2]) == "ok"
     assert digest_entry_ids(engine, c.id) == [e1, e2]
     with session_scope(engine) as s:
-        assert not outbox.mark_sent(s, c.id, "intruder", reply="250", now=NOW)
-        assert outbox.mark_sent(s, c.id, "w1", reply="250 2.0.0 Ok: queued", now=NOW)
+        assert mark_sent_many(s, "intruder", [SentMark(c.id, "250", NOW)]) == set()
+        assert mark_sent_many(s, "w1", [SentMark(c.id, "250 2.0.0 Ok: queued", NOW)]) == {c.id}
     [d] = digests(engine)
     assert (d.status, d.attempts, d.n_entries, d.smtp_reply) == (
         "sent",
@@ -149,7 +157,7 @@ def test_full_lifecycle_and_compare_and_set(engine: Engine) -> None:
     assert d.lease_until is None and d.sent_at == NOW
     with session_scope(engine) as s:
         assert outbox_plan.last_windows(s, [a]) == {a: NOW}
-        assert outbox_plan.sent_entry_ids(s, [a]) == {a: {e1, e2}}
+        assert sent_entry_ids(s, [a]) == {a: {e1, e2}}
 
 
 def test_an_entry_already_sent_makes_a_draft_stale(engine: Engine) -> None:
@@ -222,9 +230,10 @@ def test_skipped_moves_the_window(engine: Engine) -> None:
         outbox_plan.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
     [c] = claim(engine, "w1")
     with session_scope(engine) as s:
-        assert outbox.mark_skipped(
-            s, c.id, "w1", window_start=NOW - timedelta(days=1), window_end=NOW
-        )
+        mark_skipped_many(s, "w1", [SkippedMark(c.id, NOW - timedelta(days=1), NOW)])
+    [d] = digests(engine)
+    assert d.status == "skipped"
+    with session_scope(engine) as s:
         assert outbox_plan.last_windows(s, [a]) == {a: NOW}
 
 

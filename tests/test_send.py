@@ -28,7 +28,7 @@ from newsletter.delivery import PreviewSender
 from newsletter.delivery.smtp import SmtpSender
 from newsletter.errors import NewsletterError, RenderError
 from newsletter.models import Suppression
-from newsletter.pipeline.drafts import ComposeFn, ComposeRequest
+from newsletter.pipeline.jobs import ComposeFn, DigestJob
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
 from tests.support.sending import (
     SECRET,
@@ -37,6 +37,7 @@ from tests.support.sending import (
     add_subscribers,
     digest_entry_ids,
     digests,
+    sent_entry_ids,
     simple_compose,
     utc,
 )
@@ -259,7 +260,7 @@ def test_catch_up_merges_missed_days_into_one_digest(
     assert entry_ids_received(smtp_server, "ada@example.org") == [[before], new]
     assert [d.period for d in digests(engine)] == ["2026-06-15", "2026-06-18"]
     with session_scope(engine) as s:
-        assert outbox_plan.sent_entry_ids(s, [sid]) == {sid: {before, *new}}
+        assert sent_entry_ids(s, [sid]) == {sid: {before, *new}}
 
 
 @pytest.mark.parametrize(
@@ -428,10 +429,10 @@ def test_a_digest_that_cannot_be_composed_fails_alone(
     _, bad, _ = add_subscribers(engine, ["a@example.org", "bad@example.org", "c@example.org"])
     add_entries(engine, ["Bilevel optimization"], first_seen=DAY0 - timedelta(hours=1))
 
-    def fragile(session: Session, settings: Settings, reqs: Sequence[ComposeRequest]) -> Any:
+    def fragile(session: Session, reqs: Sequence[DigestJob]) -> Any:
         if any(r.subscriber_id == bad for r in reqs):
             raise RenderError("template blew up")
-        return simple_compose(session, settings, reqs)
+        return simple_compose(session, reqs)
 
     summary = run(engine, make_settings(smtp_server, tmp_path), ManualClock(DAY0), compose=fragile)
     assert (summary.sent, summary.failed) == (2, 1)

@@ -15,8 +15,9 @@ from newsletter.config import settings_from_mapping
 from newsletter.db import outbox, session_scope
 from newsletter.db.outbox import plan as outbox_plan
 from newsletter.delivery import OutgoingMessage, Receipt, Sender
-from newsletter.pipeline.deliver import Clock, Delivery
-from newsletter.pipeline.drafts import ComposeRequest, Draft
+from newsletter.pipeline.context import Clock, RunContext
+from newsletter.pipeline.deliver import Delivery
+from newsletter.pipeline.jobs import DigestJob, Draft
 from newsletter.pipeline.send_report import Outcome, SendOptions
 from tests.support.sending import add_entries, add_subscribers, digests
 
@@ -43,19 +44,19 @@ def test_a_slow_delivery_keeps_the_next_batch_leased(engine: Engine, tmp_path: P
     with session_scope(engine) as s:
         current, following = outbox.claim_batch(s, "w1", now=now, limit=2, lease=LEASE)
     counted: list[Outcome] = []
-    delivery = Delivery(
-        engine,
-        settings_from_mapping({}, base_dir=tmp_path),
-        SlowSender(),
+    ctx = RunContext(
+        engine=engine,
+        settings=settings_from_mapping({}, base_dir=tmp_path),
+        sender=SlowSender(),
         options=SendOptions(lease=LEASE),
         clock=Clock(now=lambda: datetime.now(UTC), sleep=time.sleep),
         stop=threading.Event(),
         worker="w1",
         rng=random.Random(0),
-        count=lambda outcome, recipient, reason=None: counted.append(outcome),
     )
+    delivery = Delivery(ctx, count=lambda outcome, recipient, reason=None: counted.append(outcome))
     draft = Draft(a, "a@example.org", "Digest", "<m1@x>", b"Subject: x\r\n\r\nhi\r\n", ((e1, 1.0),))
-    req = ComposeRequest(current.id, a, "p", now - timedelta(days=1), now)
+    req = DigestJob(a, "p", now - timedelta(days=1), now, digest_id=current.id)
     delivery.deliver([(current, req, draft)], also_held=[following.id])
     assert counted == ["sent"]
     rows = {d.id: d for d in digests(engine)}

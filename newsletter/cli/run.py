@@ -7,7 +7,7 @@ import click
 from newsletter.cli.context import AppContext, pass_app
 from newsletter.cli.send import graceful_stop, print_summary
 from newsletter.errors import NewsletterError
-from newsletter.pipeline.drafts import composer_for
+from newsletter.pipeline.parallel import composer_for
 from newsletter.scheduler import DigestScheduler
 
 

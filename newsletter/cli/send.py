@@ -21,7 +21,7 @@ from newsletter.db import session_scope
 from newsletter.db.outbox import admin as outbox_admin
 from newsletter.delivery import make_sender
 from newsletter.errors import NewsletterError
-from newsletter.pipeline.drafts import composer_for
+from newsletter.pipeline.parallel import composer_for
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
 
 

@@ -29,6 +29,7 @@ from newsletter.db.suppressions import (
     suppress,
     unsuppress,
 )
+from newsletter.periods import next_send_at
 from newsletter.pipeline.sync import sync_directory
 from newsletter.profiles import LoadResult, email_problem, normalise_email, read_profiles
 
@@ -124,29 +125,44 @@ def list_cmd(
         rows = list_subscribers(session, include_deleted=show_all or status == "deleted")
     if status:
         rows = [r for r in rows if r.status == status]
+    now = datetime.now(UTC)
+    nl = app.settings.newsletter
+    next_at = {
+        r.id: next_send_at(r.schedule, now, nl.default_send_time, nl.timezone)
+        for r in rows
+        if r.status == "active"
+    }
     if as_json:
-        click.echo(json.dumps([_subscriber_json(r) for r in rows], indent=2))
+        click.echo(json.dumps([_subscriber_json(r, next_at.get(r.id)) for r in rows], indent=2))
         return
     if not app.interactive:
         for r in rows:
             click.echo(f"{r.email}\t{r.status}\t{r.frequency}\t{r.keywords}\t{r.source_file or ''}")
         return
     table = Table(title=f"{len(rows)} subscribers")
-    for col in ("email", "name", "status", "frequency", "keywords", "file"):
+    for col in ("email", "name", "status", "frequency", "next digest", "keywords", "file"):
         table.add_column(col)
     for r in rows:
+        at = next_at.get(r.id)
         table.add_row(
-            r.email, r.name or "", r.status, r.frequency, str(r.keywords), r.source_file or ""
+            r.email,
+            r.name or "",
+            r.status,
+            r.frequency,
+            f"{at:%Y-%m-%d %H:%M} UTC" if at else "",
+            str(r.keywords),
+            r.source_file or "",
         )
     Console().print(table)
 
 
-def _subscriber_json(r: SubscriberInfo) -> dict[str, Any]:
+def _subscriber_json(r: SubscriberInfo, next_at: datetime | None) -> dict[str, Any]:
     return {
         "email": r.email,
         "name": r.name,
         "status": r.status,
         "frequency": r.frequency,
+        "next_digest_at": next_at.isoformat() if next_at else None,
         "keywords": r.keywords,
         "file": r.source_file,
         "updated_at": r.updated_at.isoformat(),

@@ -25,6 +25,7 @@ from newsletter.db.suppressions import deliverable_clauses, suppressed_clause
 from newsletter.domain import FIELDS, Field, Frequency, Keyword, Profile
 from newsletter.errors import DatabaseError
 from newsletter.models import Subscriber, Suppression
+from newsletter.periods import Schedule
 
 Status = Literal["active", "inactive", "deleted", "unsubscribed"]
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -308,6 +309,7 @@ class SubscriberInfo:
     keywords: int
     source_file: str | None
     updated_at: datetime
+    schedule: Schedule
 
 
 def list_subscribers(
@@ -340,6 +342,12 @@ def list_subscribers(
                 keywords=len((sub.profile or {}).get("keywords") or ()),
                 source_file=sub.source_file,
                 updated_at=sub.updated_at,
+                schedule=Schedule(
+                    frequency=sub.frequency,
+                    weekday=sub.weekday,
+                    send_time=time.fromisoformat(sub.send_time) if sub.send_time else None,
+                    timezone=sub.timezone,
+                ),
             )
         )
     return out

@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.db.core import chunks, dialect_insert
+from newsletter.db.core import dialect_insert
 from newsletter.errors import DatabaseError
 from newsletter.models import Subscriber, Suppression, utcnow
 
@@ -139,15 +139,6 @@ def list_suppressions(session: Session) -> list[SuppressionInfo]:
     return [
         SuppressionInfo(s.email, s.source, s.created_at, s.subscriber_id, name) for s, name in rows
     ]
-
-
-def suppressed_emails(session: Session, emails: Iterable[str]) -> set[str]:
-    """Which of a batch of addresses are suppressed: one query per 500 addresses."""
-    wanted = list(dict.fromkeys(emails))
-    found: set[str] = set()
-    for chunk in chunks(wanted):
-        found.update(session.scalars(select(Suppression.email).where(Suppression.email.in_(chunk))))
-    return found
 
 
 def link_target(session: Session, subscriber_id: int) -> LinkTarget | None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from zoneinfo import ZoneInfo
+from datetime import date, datetime
 
 from sqlalchemy.orm import Session
 
@@ -23,26 +22,11 @@ from newsletter.db.subscribers import load_profiles, token_versions
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
 from newsletter.matching import Matcher
-from newsletter.periods import period_of, send_day
+from newsletter.periods import local_now, period_day, period_of, send_day, send_moment
+from newsletter.pipeline.jobs import DigestJob, Draft
 from newsletter.render import DigestRequest, RenderedEmail, Renderer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DigestJob:
-    """One digest to compose: whose, which period, and which window of entries is new.
-
-    Entries count when first fetched in ``(window_start, window_end]`` and never put in
-    a digest of the subscriber before. Without ``window_start`` the window starts where
-    :func:`newsletter.db.candidates.window_start` says: at the end of the last digest
-    that went out, else one period (or back to a failed digest) before its end.
-    """
-
-    subscriber_id: int
-    period: str  # "2026-11-22" or "2026-W47", in the subscriber's timezone
-    window_start: datetime | None  # exclusive; None: the rule above
-    window_end: datetime  # inclusive
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,21 +52,6 @@ class ComposedDigest:
         """(entry id, score) of the shown entries, in rank order (for the outbox)."""
         shown = set(self.entry_ids)
         return tuple((m.article.id, m.score) for m in self.matches if m.article.id in shown)
-
-
-def period_day(period: str, profile: Profile) -> date:
-    """The local date a period's digest is dated: the day, or the week's send day."""
-    if "-W" in period:
-        year, week = period.split("-W")
-        return send_day(profile, date.fromisocalendar(int(year), int(week), 1))
-    return date.fromisoformat(period)
-
-
-def send_moment(profile: Profile, day: date, settings: Settings) -> datetime:
-    """When the digest of ``day`` is due: the subscriber's send time in their zone."""
-    nl = settings.newsletter
-    at: time = profile.send_time or nl.default_send_time
-    return datetime.combine(day, at, ZoneInfo(profile.timezone or nl.timezone))
 
 
 class Composer:
@@ -166,6 +135,28 @@ class Composer:
                 windows[job.subscriber_id] = window
         return articles, windows
 
+    def __call__(self, session: Session, jobs: Sequence[DigestJob]) -> dict[int, Draft | None]:
+        """The composer as the send pipeline's :data:`~newsletter.pipeline.jobs.ComposeFn`.
+
+        The Date header is the moment of composing: the latest window end of the batch
+        (every job of a send shares it).
+        """
+        out: dict[int, Draft | None] = dict.fromkeys((j.subscriber_id for j in jobs), None)
+        if not jobs:
+            return out
+        sent_at = max(j.window_end for j in jobs)
+        for c in self.compose(session, jobs, sent_at=sent_at):
+            if c.email is not None:
+                out[c.subscriber_id] = Draft(
+                    subscriber_id=c.subscriber_id,
+                    recipient=c.email.recipient,
+                    subject=c.email.subject,
+                    message_id=c.email.message_id,
+                    data=c.email.data,
+                    entries=c.entries,
+                )
+        return out
+
     def compose(
         self,
         session: Session,
@@ -186,6 +177,7 @@ class Composer:
         versions = token_versions(session, ids)
         articles, windows = self._windows(session, jobs, profiles)
         matcher = self._matcher_for(list(articles.values()))
+        matcher.prepare(profiles.values())
         nl = self.settings.newsletter
         out: list[ComposedDigest] = []
         for job in jobs:
@@ -246,11 +238,12 @@ def day_jobs(
     Its window ends when that digest is due — or now, if that is later and the day is
     not over yet, which is what ``send --now`` would send.
     """
+    nl = settings.newsletter
     jobs: list[DigestJob] = []
     for sid, p in profiles.items():
-        today = now.astimezone(ZoneInfo(p.timezone or settings.newsletter.timezone)).date()
+        today = local_now(p, now, nl.timezone).date()
         local_day = day or today
-        due = send_moment(p, send_day(p, local_day), settings)
+        due = send_moment(p, send_day(p, local_day), nl.default_send_time, nl.timezone)
         end = max(due, now) if local_day >= today else due
         jobs.append(DigestJob(sid, period_of(p.frequency, local_day), None, end))
     return jobs

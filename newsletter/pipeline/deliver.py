@@ -11,16 +11,13 @@ attempt) fails the digest, and a server that cannot be reached at all stops the 
 from __future__ import annotations
 
 import logging
-import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from email.utils import parseaddr
 from typing import Protocol
 
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
@@ -28,28 +25,22 @@ from newsletter.db import outbox, session_scope
 from newsletter.db.outbox.bulk import SendingMark, SentMark
 from newsletter.delivery import (
     OutgoingMessage,
-    Sender,
     SmtpUnavailableError,
     backoff_seconds,
 )
 from newsletter.errors import DeliveryError
-from newsletter.pipeline.drafts import ComposeRequest, Draft
+from newsletter.pipeline.context import RunContext
 from newsletter.pipeline.group_commit import OutboxMarks
-from newsletter.pipeline.send_report import Outcome, SendOptions
+from newsletter.pipeline.jobs import DigestJob, Draft
+from newsletter.pipeline.send_report import Outcome
 
 log = logging.getLogger(__name__)
 
-Item = tuple[outbox.Claim, ComposeRequest, Draft]
+Item = tuple[outbox.Claim, DigestJob, Draft]
 
 
 class CountFn(Protocol):
     def __call__(self, outcome: Outcome, recipient: str, reason: str | None = None) -> None: ...
-
-
-@dataclass
-class Clock:
-    now: Callable[[], datetime]
-    sleep: Callable[[float], None]
 
 
 def _envelope_from(settings: Settings) -> str:
@@ -67,30 +58,11 @@ class _Abort(Exception):
 class Delivery:
     """Sends the batches of one run; keeps the run's group-committed outbox marks."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        sender: Sender,
-        *,
-        options: SendOptions,
-        clock: Clock,
-        stop: threading.Event,
-        worker: str,
-        rng: random.Random,
-        count: CountFn,
-    ) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.sender = sender
-        self.options = options
-        self.clock = clock
-        self.stop = stop
-        self.worker = worker
-        self.rng = rng
+    def __init__(self, ctx: RunContext, *, count: CountFn) -> None:
+        self.ctx = ctx
         self._count = count
-        self.marks = OutboxMarks(engine, worker)
-        self.envelope_from = _envelope_from(settings)
+        self.marks = OutboxMarks(ctx.engine, ctx.worker)
+        self.envelope_from = _envelope_from(ctx.settings)
         self._stale: set[int] = set()
 
     def deliver(self, items: Sequence[Item], *, also_held: Sequence[int] = ()) -> None:
@@ -106,7 +78,7 @@ class Delivery:
         done_ids: set[int] = set()
 
         def worker() -> None:
-            while not (halt.is_set() or self.stop.is_set()):
+            while not (halt.is_set() or self.ctx.stop.is_set()):
                 with queue_lock:
                     if not queue:
                         return
@@ -123,8 +95,8 @@ class Delivery:
                 with queue_lock:
                     done_ids.add(claim.id)
 
-        n = max(1, min(self.sender.parallelism, len(items)))
-        renew_every = max(1.0, self.options.lease.total_seconds() / 3)
+        n = max(1, min(self.ctx.sender.parallelism, len(items)))
+        renew_every = max(1.0, self.ctx.options.lease.total_seconds() / 3)
         try:
             with ThreadPoolExecutor(n, thread_name_prefix="send") as pool:
                 futures = [pool.submit(worker) for _ in range(n)]
@@ -137,9 +109,12 @@ class Delivery:
                     with queue_lock:
                         left = [c.id for c, _, _ in items if c.id not in done_ids]
                         left.extend(also_held)
-                    with session_scope(self.engine) as session:
+                    with session_scope(self.ctx.engine) as session:
                         outbox.renew_claims(
-                            session, self.worker, left, until=self.clock.now() + self.options.lease
+                            session,
+                            self.ctx.worker,
+                            left,
+                            until=self.ctx.clock.now() + self.ctx.options.lease,
                         )
                 halt.set()
             for f in futures:
@@ -150,12 +125,12 @@ class Delivery:
             self.marks.flush()  # the last "sent" marks, before anything else is decided
         leftover = [c.id for c, _, _ in items if c.id not in done_ids]
         if leftover:
-            with session_scope(self.engine) as session:
-                outbox.release_claims(session, self.worker, leftover)
+            with session_scope(self.ctx.engine) as session:
+                outbox.release_claims(session, self.ctx.worker, leftover)
         if unavailable:
             raise unavailable[0]
 
-    def _send_one(self, claim: outbox.Claim, req: ComposeRequest, draft: Draft) -> None:
+    def _send_one(self, claim: outbox.Claim, req: DigestJob, draft: Draft) -> None:
         msg = OutgoingMessage(
             envelope_from=self.envelope_from,
             recipient=draft.recipient,
@@ -178,7 +153,7 @@ class Delivery:
                     window_start=req.window_start,
                     window_end=req.window_end,
                     entries=draft.entries,
-                    lease_until=self.clock.now() + self.options.lease,
+                    lease_until=self.ctx.clock.now() + self.ctx.options.lease,
                 )
             )
             if result != "ok":
@@ -186,7 +161,7 @@ class Delivery:
             marked = True
 
         try:
-            receipt = self.sender.send(msg, before_data)
+            receipt = self.ctx.sender.send(msg, before_data)
         except _Abort as a:
             self._aborted(claim, draft, a.result)
             return
@@ -212,7 +187,7 @@ class Delivery:
             self._delivery_failed(claim, req, draft, DeliveryError(f"unexpected error: {e!r}"))
             return
         # Written with the next group of marks (see ``group_commit``), not waited for.
-        self.marks.sent(SentMark(claim.id, receipt.reply, self.clock.now()))
+        self.marks.sent(SentMark(claim.id, receipt.reply, self.ctx.clock.now()))
         log.debug(
             "sent digest %d (%s) to %s: %s", claim.id, claim.period, draft.recipient, receipt.reply
         )
@@ -225,24 +200,24 @@ class Delivery:
             return
         # Stale: an entry of the draft went out in another digest meanwhile. Compose again
         # (once); if it happens again, treat it as a temporary failure.
-        with session_scope(self.engine) as session:
+        with session_scope(self.ctx.engine) as session:
             if claim.id in self._stale:
                 self._reschedule(session, claim, draft, "composed entries already sent; retrying")
             else:
                 self._stale.add(claim.id)
-                outbox.release_claims(session, self.worker, [claim.id])
+                outbox.release_claims(session, self.ctx.worker, [claim.id])
                 self._count("released", draft.recipient)
 
     def _delivery_failed(
-        self, claim: outbox.Claim, req: ComposeRequest, draft: Draft, e: DeliveryError
+        self, claim: outbox.Claim, req: DigestJob, draft: Draft, e: DeliveryError
     ) -> None:
         reason = str(e)
-        with session_scope(self.engine) as session:
-            if e.permanent or claim.attempts + 1 >= self.settings.smtp.max_attempts:
+        with session_scope(self.ctx.engine) as session:
+            if e.permanent or claim.attempts + 1 >= self.ctx.settings.smtp.max_attempts:
                 if not e.permanent:
                     reason = f"gave up after {claim.attempts + 1} attempts: {reason}"
                 outbox.mark_failed(
-                    session, claim.id, self.worker, error=reason, window_start=req.window_start
+                    session, claim.id, self.ctx.worker, error=reason, window_start=req.window_start
                 )
                 log.error("digest %d to %s failed: %s", claim.id, draft.recipient, reason)
                 self._count("failed", draft.recipient, reason)
@@ -250,12 +225,12 @@ class Delivery:
                 self._reschedule(session, claim, draft, reason)
 
     def _reschedule(self, session: Session, claim: outbox.Claim, draft: Draft, reason: str) -> None:
-        smtp = self.settings.smtp
+        smtp = self.ctx.settings.smtp
         delay = backoff_seconds(
-            claim.attempts + 1, smtp.retry_base_seconds, smtp.retry_max_seconds, self.rng
+            claim.attempts + 1, smtp.retry_base_seconds, smtp.retry_max_seconds, self.ctx.rng
         )
-        at = self.clock.now() + timedelta(seconds=delay)
-        outbox.reschedule(session, claim.id, self.worker, error=reason, next_attempt_at=at)
+        at = self.ctx.clock.now() + timedelta(seconds=delay)
+        outbox.reschedule(session, claim.id, self.ctx.worker, error=reason, next_attempt_at=at)
         log.warning(
             "digest %d to %s: %s; retry %d in %.1fs",
             claim.id,

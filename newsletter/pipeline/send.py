@@ -52,8 +52,10 @@ from newsletter.db.runs import finish_run, start_run
 from newsletter.delivery import Sender, SmtpUnavailableError, backoff_seconds
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.periods import due_period, period_key
-from newsletter.pipeline.deliver import Clock, Delivery, Item
-from newsletter.pipeline.drafts import ComposeFn, ComposerAdapter, ComposeRequest, Draft
+from newsletter.pipeline.compose import Composer
+from newsletter.pipeline.context import Clock, RunContext
+from newsletter.pipeline.deliver import Delivery, Item
+from newsletter.pipeline.jobs import Composed, ComposeFailed, ComposeFn, DigestJob, Draft
 from newsletter.pipeline.send_report import (
     Outcome,
     Planned,
@@ -65,12 +67,12 @@ from newsletter.pipeline.send_report import (
 log = logging.getLogger(__name__)
 
 
-def _compose_failure(req: ComposeRequest, e: Exception) -> str:
+def _compose_failure(job: DigestJob, e: Exception) -> ComposeFailed:
     if isinstance(e, NewsletterError):
-        log.error("digest %d: could not compose: %s", req.digest_id, e)
+        log.error("digest %s: could not compose: %s", job.digest_id, e)
     else:  # a bug: keep the traceback in the log
-        log.exception("digest %d: could not compose", req.digest_id)
-    return f"could not compose: {e}"
+        log.exception("digest %s: could not compose", job.digest_id)
+    return ComposeFailed(f"could not compose: {e}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +80,9 @@ class _Composed:
     """A batch composed and not yet recorded: what ``_record`` and delivery need."""
 
     claims: Sequence[outbox.Claim]
-    requests: list[ComposeRequest]
+    jobs: list[DigestJob]
     live: set[int]  # subscribers still deliverable
-    drafts: dict[int, Draft | str | None]  # str: why composing failed
+    drafts: dict[int, Composed]
     who: dict[int, tuple[str, str]]
     now: datetime
 
@@ -106,43 +108,15 @@ class SendRun:
     """One run's state: the engine, the sender, the clock, the counters."""
 
     def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        sender: Sender,
-        compose: ComposeFn,
-        *,
-        options: SendOptions,
-        clock: Clock,
-        stop: threading.Event,
-        progress: SendProgress | None,
-        worker: str,
-        rng: random.Random,
+        self, ctx: RunContext, compose: ComposeFn, *, progress: SendProgress | None
     ) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.sender = sender
+        self.ctx = ctx
         self.compose = compose
-        self.options = options
-        self.clock = clock
-        self.stop = stop
         self.progress = progress
-        self.worker = worker
-        self.rng = rng
-        self.summary = SendSummary(dry_run=options.dry_run)
+        self.summary = SendSummary(dry_run=ctx.options.dry_run)
         self.scope: list[int] | None = None  # subscriber ids of --subscriber
         self._lock = threading.Lock()
-        self.delivery = Delivery(
-            engine,
-            settings,
-            sender,
-            options=options,
-            clock=clock,
-            stop=stop,
-            worker=worker,
-            rng=rng,
-            count=self._count,
-        )
+        self.delivery = Delivery(ctx, count=self._count)
         # Composing reads through its own engine, so that on SQLite it reads a snapshot
         # beside the delivery's writes instead of holding the write lock meanwhile.
         self.reader: Engine | None = None
@@ -151,11 +125,11 @@ class SendRun:
 
     def due(self, session: Session, now: datetime) -> list[tuple[int, str]]:
         """(subscriber id, period) of every subscriber whose digest is due at ``now``."""
-        nl = self.settings.newsletter
-        rows = outbox_plan.schedule_rows(session, emails=self.options.emails)
-        if self.options.emails is not None:
+        nl = self.ctx.settings.newsletter
+        rows = outbox_plan.schedule_rows(session, emails=self.ctx.options.emails)
+        if self.ctx.options.emails is not None:
             found = {r.email.lower() for r in rows}
-            missing = [e for e in self.options.emails if e.strip().lower() not in found]
+            missing = [e for e in self.ctx.options.emails if e.strip().lower() not in found]
             if missing:
                 raise NewsletterError(
                     f"no subscriber {missing[0]} who can be mailed "
@@ -165,7 +139,7 @@ class SendRun:
         due: list[tuple[int, str]] = []
         for r in rows:
             try:
-                if self.options.force:
+                if self.ctx.options.force:
                     period: str | None = period_key(r, now, nl.timezone)
                 else:
                     period = due_period(r, now, nl.default_send_time, nl.timezone)
@@ -182,13 +156,13 @@ class SendRun:
         claims: Sequence[outbox.Claim],
         now: datetime,
         who: dict[int, tuple[str, str]],
-    ) -> list[ComposeRequest]:
+    ) -> list[DigestJob]:
         """Each claim's window; ``who``: ``outbox_plan.recipients`` of the claims."""
         ids = [c.subscriber_id for c in claims]
         frequency = {sid: freq for sid, (_, freq) in who.items()}
         starts = window_starts(session, ids, end=now, frequency_of=frequency)
         return [
-            ComposeRequest(c.id, c.subscriber_id, c.period, starts[c.subscriber_id], now)
+            DigestJob(c.subscriber_id, c.period, starts[c.subscriber_id], now, digest_id=c.id)
             for c in claims
         ]
 
@@ -196,12 +170,12 @@ class SendRun:
 
     def dry_run(self) -> SendSummary:
         """Compose what would go out now, and write nothing."""
-        now = self.clock.now()
-        with Session(self.engine) as session:
+        now = self.ctx.clock.now()
+        with Session(self.ctx.engine) as session:
             due = self.due(session, now)
             closed = outbox_plan.closed_periods(session, due)
             todo = [(sid, p) for sid, p in due if (sid, p) not in closed]
-            batch = self.settings.newsletter.batch_size
+            batch = self.ctx.settings.newsletter.batch_size
             for i in range(0, len(todo), batch):
                 claims = [outbox.Claim(0, sid, p, 0) for sid, p in todo[i : i + batch]]
                 who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
@@ -215,23 +189,24 @@ class SendRun:
                             Planned(email, req.period, got.subject, len(got.entries), len(got.data))
                         )
                     else:
-                        self.summary.planned.append(Planned(email, req.period, got, 0))
+                        why = got.reason if isinstance(got, ComposeFailed) else None
+                        self.summary.planned.append(Planned(email, req.period, why, 0))
             session.rollback()  # whatever compose touched, a dry run writes nothing
         return self.summary
 
     def run(self) -> SendSummary:
-        if self.options.dry_run:
+        if self.ctx.options.dry_run:
             return self.dry_run()
-        started = self.clock.now()
-        with session_scope(self.engine) as session:
+        started = self.ctx.clock.now()
+        with session_scope(self.ctx.engine) as session:
             due = self.due(session, started)
             self.summary.created = outbox_plan.ensure_digests(session, due, now=started)
             self.summary.run_id = start_run(session, "send", now=started)
         if self.progress is not None:
-            with session_scope(self.engine) as session:
+            with session_scope(self.ctx.engine) as session:
                 total = outbox.pending_count(session, self.scope, due_by=started)
             self.progress.start(total)
-        self.reader = reader_engine(self.engine)
+        self.reader = reader_engine(self.ctx.engine)
         try:
             self._loop()
         except BaseException:
@@ -242,16 +217,16 @@ class SendRun:
                 log.exception("could not record the end of send run %s", self.summary.run_id)
             raise
         finally:
-            if self.reader is not None and self.reader is not self.engine:
+            if self.reader is not None and self.reader is not self.ctx.engine:
                 self.reader.dispose()
         return self._finish()
 
     def _finish(self, *, crashed: bool = False) -> SendSummary:
-        now = self.clock.now()
-        with session_scope(self.engine) as session:
+        now = self.ctx.clock.now()
+        with session_scope(self.ctx.engine) as session:
             # Whatever this run still holds goes back at once, not when the lease ends.
-            outbox.release_worker(session, self.worker)
-        with session_scope(self.engine) as session:
+            outbox.release_worker(session, self.ctx.worker)
+        with session_scope(self.ctx.engine) as session:
             self.summary.pending = outbox.pending_count(session, self.scope)
             self.summary.ambiguous = sum(
                 1 for d in outbox_admin.ambiguous(session, now=now) if not d.in_flight
@@ -271,29 +246,29 @@ class SendRun:
         try:
             self._rounds()
         finally:
-            if self.stop.is_set():
+            if self.ctx.stop.is_set():
                 self.summary.interrupted = True
 
     def _claim(self, now: datetime) -> list[outbox.Claim]:
-        with session_scope(self.engine) as session:
+        with session_scope(self.ctx.engine) as session:
             return outbox.claim_batch(
                 session,
-                self.worker,
+                self.ctx.worker,
                 now=now,
-                limit=self.settings.newsletter.batch_size,
-                lease=self.options.lease,
+                limit=self.ctx.settings.newsletter.batch_size,
+                lease=self.ctx.options.lease,
                 subscriber_ids=self.scope,
             )
 
     def _rounds(self) -> None:
         """Batch after batch; the next batch is composed while this one is delivered."""
-        smtp = self.settings.smtp
+        smtp = self.ctx.settings.smtp
         strikes = 0
         ahead: Future[_Composed] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="compose") as composing:
-            while not self.stop.is_set():
+            while not self.ctx.stop.is_set():
                 if ahead is None:
-                    now = self.clock.now()
+                    now = self.ctx.clock.now()
                     claims = self._claim(now)
                     if not claims:
                         if not self._wait_for_retry(now):
@@ -303,8 +278,8 @@ class SendRun:
                 composed = ahead.result()
                 ahead = None
                 next_ids: list[int] = []
-                if self.reader is not None and not self.stop.is_set():
-                    claims = self._claim(self.clock.now())
+                if self.reader is not None and not self.ctx.stop.is_set():
+                    claims = self._claim(self.ctx.clock.now())
                     if claims:
                         ahead = composing.submit(self._compose_batch, claims)
                         next_ids = [c.id for c in claims]
@@ -322,47 +297,45 @@ class SendRun:
                         )
                         return
                     delay = backoff_seconds(
-                        strikes, smtp.retry_base_seconds, smtp.retry_max_seconds, self.rng
+                        strikes, smtp.retry_base_seconds, smtp.retry_max_seconds, self.ctx.rng
                     )
                     log.warning("%s; trying again in %.1fs", e, delay)
                     self._sleep(delay)
 
     def _sleep(self, seconds: float) -> None:
-        if seconds > 0 and not self.stop.is_set():
-            self.clock.sleep(seconds)
+        if seconds > 0 and not self.ctx.stop.is_set():
+            self.ctx.clock.sleep(seconds)
 
     def _wait_for_retry(self, now: datetime) -> bool:
         """Sleep until the next rescheduled digest is due; False when none is waiting."""
-        if not self.options.wait_for_retries:
+        if not self.ctx.options.wait_for_retries:
             return False
-        with session_scope(self.engine) as session:
+        with session_scope(self.ctx.engine) as session:
             at = outbox.next_retry_at(session, now=now, subscriber_ids=self.scope)
         if at is None:
             return False
         self._sleep(max(0.0, (at - now).total_seconds()))
-        return not self.stop.is_set()
+        return not self.ctx.stop.is_set()
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _compose_isolated(
-        self, session: Session, reqs: Sequence[ComposeRequest]
-    ) -> dict[int, Draft | str | None]:
+    def _compose_isolated(self, session: Session, reqs: Sequence[DigestJob]) -> dict[int, Composed]:
         """Compose the batch; if that fails, each digest alone, so one bad one is isolated.
 
         A configuration or database error is the run's problem, not a digest's: raised.
         """
         try:
-            return dict(self.compose(session, self.settings, reqs))
+            return dict(self.compose(session, reqs))
         except (ConfigError, SQLAlchemyError):
             raise
         except Exception as e:
             if len(reqs) == 1:
                 return {reqs[0].subscriber_id: _compose_failure(reqs[0], e)}
             log.warning("composing a batch failed (%s); composing one by one", e)
-        out: dict[int, Draft | str | None] = {}
+        out: dict[int, Composed] = {}
         for r in reqs:
             try:
-                out.update(self.compose(session, self.settings, [r]))
+                out.update(self.compose(session, [r]))
             except (ConfigError, SQLAlchemyError):
                 raise
             except Exception as e:
@@ -371,8 +344,8 @@ class SendRun:
 
     def _compose_batch(self, claims: Sequence[outbox.Claim]) -> _Composed:
         """Read and compose one batch; writes nothing (may run beside a delivery)."""
-        now = self.clock.now()
-        with Session(self.reader or self.engine) as session:
+        now = self.ctx.clock.now()
+        with Session(self.reader or self.ctx.engine) as session:
             ids = [c.subscriber_id for c in claims]
             live = outbox_plan.deliverable_ids(session, ids)
             who = outbox_plan.recipients(session, ids)
@@ -386,8 +359,8 @@ class SendRun:
         by_sub = {c.subscriber_id: c for c in batch.claims}
         to_send: list[Item] = []
         skipped: list[SkippedMark] = []
-        with session_scope(self.engine) as session:
-            for req in batch.requests:
+        with session_scope(self.ctx.engine) as session:
+            for req in batch.jobs:
                 claim = by_sub[req.subscriber_id]
                 email = batch.who.get(req.subscriber_id, ("?", ""))[0]
                 got = batch.drafts.get(req.subscriber_id)
@@ -397,15 +370,19 @@ class SendRun:
                     self._count("skipped", email)
                 elif isinstance(got, Draft):
                     to_send.append((claim, req, got))
-                elif isinstance(got, str):
+                elif isinstance(got, ComposeFailed):
                     outbox.mark_failed(
-                        session, claim.id, self.worker, error=got, window_start=req.window_start
+                        session,
+                        claim.id,
+                        self.ctx.worker,
+                        error=got.reason,
+                        window_start=req.window_start,
                     )
-                    self._count("failed", email, got)
+                    self._count("failed", email, got.reason)
                 else:
                     skipped.append(SkippedMark(claim.id, req.window_start, req.window_end))
                     self._count("skipped", email)
-            mark_skipped_many(session, self.worker, skipped)
+            mark_skipped_many(session, self.ctx.worker, skipped)
         return to_send
 
     def _count(self, outcome: Outcome, recipient: str, reason: str | None = None) -> None:
@@ -451,24 +428,23 @@ def send_due(
         now=now or (lambda: datetime.now(UTC)),
         sleep=sleep or (lambda seconds: _wait(stop, seconds)),
     )
-    run = SendRun(
-        engine,
-        settings,
-        sender,
-        compose or ComposerAdapter(settings),
+    ctx = RunContext(
+        engine=engine,
+        settings=settings,
+        sender=sender,
         options=options or SendOptions(),
         clock=clock,
         stop=stop,
-        progress=progress,
         worker=worker or new_worker_id(),
         rng=rng or random.Random(),
     )
+    run = SendRun(ctx, compose or Composer(settings), progress=progress)
     return run.run()
 
 
 __all__ = [
     "ComposeFn",
-    "ComposeRequest",
+    "DigestJob",
     "Draft",
     "Outcome",
     "Planned",

@@ -20,7 +20,6 @@ from datetime import date, datetime
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Literal, cast
-from zoneinfo import ZoneInfo
 
 from jinja2 import (
     TemplateError,
@@ -29,6 +28,7 @@ from jinja2 import (
 from newsletter.config import NewsletterSettings
 from newsletter.domain import Match, Profile
 from newsletter.errors import RenderError
+from newsletter.periods import send_moment
 from newsletter.render.cards import CardDraft, card_draft
 from newsletter.render.mime import (
     Bodies,
@@ -328,10 +328,8 @@ class Renderer:
         view = self._view(req, cards[:n_cards], more, n_hidden, top)
         html, text, bodies = self._documents(template, view, reference)
         profile = req.profile
-        sent_at = req.sent_at or datetime.combine(
-            req.day,
-            profile.send_time or self.default_send_time,
-            ZoneInfo(profile.timezone or self.settings.timezone),
+        sent_at = req.sent_at or send_moment(
+            profile, req.day, self.default_send_time, self.settings.timezone
         )
         message_id = req.message_id or message_id_for(
             list_id=self.settings.list_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -16,11 +17,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from newsletter.config import Settings
 from newsletter.db import session_scope
-from newsletter.db.outbox import plan as outbox_plan
 from newsletter.models import Digest, DigestEntry, Entry, Subscriber
-from newsletter.pipeline.drafts import ComposeRequest, Draft
+from newsletter.pipeline.jobs import DigestJob, Draft
 from tests.support.smtp import SmtpTestServer
 
 
@@ -126,14 +125,29 @@ def digest_entry_ids(engine: Engine, digest_id: int) -> list[int]:
         )
 
 
-def simple_compose(
-    session: Session, settings: Settings, requests: Sequence[ComposeRequest]
-) -> dict[int, Draft | None]:
+def sent_entry_ids(session: Session, subscriber_ids: Sequence[int]) -> dict[int, set[int]]:
+    """Entries already put in a digest (sent or ambiguous) of each subscriber: the
+    outbox's own record, read plainly, as the oracle of these tests."""
+    out: dict[int, set[int]] = defaultdict(set)
+    rows = session.execute(
+        select(DigestEntry.subscriber_id, DigestEntry.entry_id).where(
+            DigestEntry.subscriber_id.in_(list(subscriber_ids))
+        )
+    )
+    for sid, eid in rows:
+        out[sid].add(eid)
+    return dict(out)
+
+
+SIMPLE_FROM = "Digest <digest@example.org>"
+
+
+def simple_compose(session: Session, requests: Sequence[DigestJob]) -> dict[int, Draft | None]:
     """A small, obvious composer for the delivery mechanics: entries first seen in the
     window, not yet sent, whose title contains one of the subscriber's keywords."""
     ids = [r.subscriber_id for r in requests]
     subs = {s.id: s for s in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids)))}
-    sent = outbox_plan.sent_entry_ids(session, ids)
+    sent = sent_entry_ids(session, ids)
     out: dict[int, Draft | None] = {}
     for r in requests:
         sub = subs[r.subscriber_id]
@@ -152,7 +166,7 @@ def simple_compose(
             out[sub.id] = None
             continue
         msg = EmailMessage()
-        msg["From"] = settings.newsletter.from_addr
+        msg["From"] = SIMPLE_FROM
         msg["To"] = sub.email
         msg["Subject"] = f"{len(chosen)} new for {sub.email} ({r.period})"
         mid = make_msgid(domain="example.org")

@@ -4,8 +4,10 @@ A send marks every digest ``sending`` before its DATA and ``sent`` after it. One
 transaction per mark caps a run at a few hundred messages a second, so the send
 pipeline gathers the marks its connections ask for at the same moment and writes them
 together (:mod:`newsletter.pipeline.group_commit`). Each function here gives every item
-the result :func:`newsletter.db.outbox.transitions.mark_sending` / ``mark_sent`` would have given
-it alone, in a fixed number of statements per group.
+the result it would have had alone (``mark_sending_many`` the result of
+:func:`~newsletter.db.outbox.transitions.mark_sending` for each), in a fixed number of
+statements per group. ``sending -> sent`` and ``pending -> skipped`` exist only here:
+the send pipeline always writes them in groups.
 """
 
 from __future__ import annotations
@@ -221,7 +223,8 @@ def mark_sending_many(
 
 
 def mark_sent_many(session: Session, worker: str, marks: Sequence[SentMark]) -> set[int]:
-    """``mark_sent`` for each of ``marks``; the ids that were still ``sending`` and ours."""
+    """``sending`` -> ``sent`` for each of ``marks`` (the server accepted the message);
+    the ids that were still ``sending`` and ours."""
     if not marks:
         return set()
     held = _held(session, worker, [m.digest_id for m in marks], SENDING)
@@ -243,7 +246,8 @@ class SkippedMark:
 
 
 def mark_skipped_many(session: Session, worker: str, marks: Sequence[SkippedMark]) -> None:
-    """``mark_skipped`` for each of ``marks`` (a batch's digests with nothing new)."""
+    """``pending`` -> ``skipped`` for each of ``marks`` that is still ours: nothing new
+    for that period (or the subscriber left), so no email; the window still moves."""
     if marks:
         conn, stmts = _run(session)
         conn.execute(

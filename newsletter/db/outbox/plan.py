@@ -19,7 +19,7 @@ from newsletter.db.core import chunks, dialect_insert
 from newsletter.db.outbox.transitions import FAILED, PENDING, SENDING, SENT, SKIPPED
 from newsletter.db.suppressions import deliverable_clauses
 from newsletter.errors import DatabaseError
-from newsletter.models import Digest, DigestEntry, Subscriber
+from newsletter.models import Digest, Subscriber
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,17 +201,3 @@ def failed_window_starts(session: Session, subscriber_ids: Sequence[int]) -> dic
         )
         out.update({sid: start for sid, start in rows if start is not None})
     return out
-
-
-def sent_entry_ids(session: Session, subscriber_ids: Sequence[int]) -> dict[int, set[int]]:
-    """Entries already put in a digest (sent or ambiguous) of each subscriber."""
-    out: dict[int, set[int]] = defaultdict(set)
-    for chunk in chunks(list(subscriber_ids)):
-        rows = session.execute(
-            select(DigestEntry.subscriber_id, DigestEntry.entry_id).where(
-                DigestEntry.subscriber_id.in_(chunk)
-            )
-        )
-        for sid, eid in rows:
-            out[sid].add(eid)
-    return dict(out)

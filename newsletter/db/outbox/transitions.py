@@ -196,54 +196,6 @@ def mark_sending(
     return "ok" if inserted == len(ranked) else "stale"
 
 
-def mark_sent(session: Session, digest_id: int, worker: str, *, reply: str, now: datetime) -> bool:
-    """``sending`` -> ``sent`` with the server's reply; False if the row moved meanwhile."""
-    return (
-        session.execute(
-            update(Digest)
-            .where(Digest.id == digest_id, Digest.status == SENDING, Digest.claimed_by == worker)
-            .values(
-                status=SENT,
-                smtp_reply=reply[:2000],
-                sent_at=now,
-                attempts=Digest.attempts + 1,
-                lease_until=None,
-                next_attempt_at=None,
-                error=None,
-            )
-            .returning(Digest.id)
-        ).first()
-        is not None
-    )
-
-
-def mark_skipped(
-    session: Session,
-    digest_id: int,
-    worker: str,
-    *,
-    window_start: datetime | None,
-    window_end: datetime,
-) -> bool:
-    """``pending`` -> ``skipped``: nothing new for this period, so no email."""
-    return (
-        session.execute(
-            update(Digest)
-            .where(Digest.id == digest_id, Digest.status == PENDING, Digest.claimed_by == worker)
-            .values(
-                status=SKIPPED,
-                window_start=window_start,
-                window_end=window_end,
-                n_entries=0,
-                lease_until=None,
-                error=None,
-            )
-            .returning(Digest.id)
-        ).first()
-        is not None
-    )
-
-
 def forget_entries(session: Session, digest_id: int) -> None:
     # The message did not go out: its entries are free for the next digest.
     session.execute(delete(DigestEntry).where(DigestEntry.digest_id == digest_id))

@@ -1,21 +1,16 @@
-"""What the send pipeline asks of composition, and the composer it uses by default.
+"""Composing on every core: :class:`ProcessComposer` splits each batch over processes.
 
-``send`` hands a batch of :class:`ComposeRequest` (who, which period, which window of
-entries is new to them) to a :data:`ComposeFn` and gets back, per subscriber, a
-:class:`Draft` — the finished message and the entries it carries — or ``None`` when
-nothing new matched. Composing is read-only: the outbox records the entries only when
-the message is about to leave.
+Composing is read-only and CPU-bound (matching, rendering, MIME), so it is the part of a
+send worth spreading; claims and every outbox transition stay in the calling process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from time import perf_counter
 
 from sqlalchemy import Engine
@@ -23,107 +18,43 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import core as db_core
-from newsletter.pipeline.compose import Composer, DigestJob
+from newsletter.pipeline.compose import Composer
+from newsletter.pipeline.jobs import ComposeFn, DigestJob, Draft
+
+_worker: tuple[Engine, Composer] | None = None  # set in each worker process
 
 
-@dataclass(frozen=True, slots=True)
-class ComposeRequest:
-    """One digest to compose: for whom, and which window of entries is new to them."""
-
-    digest_id: int
-    subscriber_id: int
-    period: str
-    window_start: datetime  # exclusive: entries first fetched after this
-    window_end: datetime  # inclusive: the moment of composing
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """A finished message for one subscriber and the entries it carries."""
-
-    subscriber_id: int
-    recipient: str
-    subject: str
-    message_id: str
-    data: bytes
-    entries: tuple[tuple[int, float], ...]  # (entry id, score), in rank order
-
-
-ComposeFn = Callable[[Session, Settings, Sequence[ComposeRequest]], dict[int, Draft | None]]
-"""Compose a batch: subscriber id -> its draft, or None when there is nothing new to send.
-Side-effect free; may raise for the whole batch (the pipeline then isolates per digest)."""
-
-
-class ComposerAdapter:
-    """The product's composer (:class:`pipeline.compose.Composer`) as a :data:`ComposeFn`.
-
-    One per run: the composer caches compiled templates and the signing key.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.composer = Composer(settings)
-
-    def __call__(
-        self, session: Session, settings: Settings, requests: Sequence[ComposeRequest]
-    ) -> dict[int, Draft | None]:
-        if not requests:
-            return {}
-        jobs = [
-            DigestJob(r.subscriber_id, r.period, r.window_start, r.window_end) for r in requests
-        ]
-        # The Date header: now, the moment of composing (every request shares it).
-        sent_at = max(r.window_end for r in requests)
-        out: dict[int, Draft | None] = dict.fromkeys((r.subscriber_id for r in requests), None)
-        for c in self.composer.compose(session, jobs, sent_at=sent_at):
-            if c.email is not None:
-                out[c.subscriber_id] = Draft(
-                    subscriber_id=c.subscriber_id,
-                    recipient=c.email.recipient,
-                    subject=c.email.subject,
-                    message_id=c.email.message_id,
-                    data=c.email.data,
-                    entries=c.entries,
-                )
-        return out
-
-
-# -- composing on every core --------------------------------------------------------------
-
-_worker: tuple[Engine, ComposerAdapter] | None = None  # set in each worker process
-
-
-def _init_worker(url: str, adapter: ComposerAdapter) -> None:
-    # Forked: ``adapter`` is the parent's, with its compiled templates and key; the
+def _init_worker(url: str, composer: Composer) -> None:
+    # Forked: ``composer`` is the parent's, with its compiled templates and key; the
     # database connections must be this process's own.
     global _worker
-    _worker = (db_core.connect(url, migrate=False, read_only=True), adapter)
+    _worker = (db_core.connect(url, migrate=False, read_only=True), composer)
 
 
 def _compose_timed(
-    adapter: ComposerAdapter,
+    composer: Composer,
     session: Session,
-    settings: Settings,
-    requests: Sequence[ComposeRequest],
+    requests: Sequence[DigestJob],
 ) -> tuple[dict[int, Draft | None], dict[str, float]]:
     """Compose, and say how long it took: in total, and the renderer's own stages."""
-    timings = adapter.composer.renderer.timings
+    timings = composer.renderer.timings
     if timings is not None:
         timings.clear()
     started = perf_counter()
-    drafts = adapter(session, settings, requests)
+    drafts = dict(composer(session, requests))
     spent = dict(timings or {})
     spent["compose"] = perf_counter() - started
     return drafts, spent
 
 
 def _compose_in_worker(
-    settings: Settings, requests: Sequence[ComposeRequest]
+    requests: Sequence[DigestJob],
 ) -> tuple[dict[int, Draft | None], dict[str, float]]:
     if _worker is None:
         raise RuntimeError("not a ProcessComposer worker")
-    engine, adapter = _worker
+    engine, composer = _worker
     with Session(engine) as session:
-        return _compose_timed(adapter, session, settings, requests)
+        return _compose_timed(composer, session, requests)
 
 
 class ProcessComposer:
@@ -140,7 +71,7 @@ class ProcessComposer:
 
     ``timings`` (optional) accumulates seconds per stage: ``compose_wall`` (the caller
     waiting), ``compose`` (summed over the workers) and, when the renderer measures
-    them (``adapter.composer.renderer.timings`` set), ``render`` and ``mime``.
+    them (``composer.renderer.timings`` set), ``render`` and ``mime``.
     """
 
     def __init__(
@@ -148,14 +79,14 @@ class ProcessComposer:
         settings: Settings,
         *,
         workers: int = 2,
-        adapter: ComposerAdapter | None = None,
+        composer: Composer | None = None,
         timings: dict[str, float] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.settings = settings
         self.workers = workers
-        self.adapter = adapter or ComposerAdapter(settings)
+        self.composer = composer or Composer(settings)
         self.timings = timings
         self._pool: ProcessPoolExecutor | None = None
 
@@ -165,29 +96,23 @@ class ProcessComposer:
                 self.workers,
                 mp_context=multiprocessing.get_context("fork"),
                 initializer=_init_worker,
-                initargs=(self.settings.database.url, self.adapter),
+                initargs=(self.settings.database.url, self.composer),
             )
         return self._pool
 
-    def __call__(
-        self, session: Session, settings: Settings, requests: Sequence[ComposeRequest]
-    ) -> dict[int, Draft | None]:
+    def __call__(self, session: Session, requests: Sequence[DigestJob]) -> dict[int, Draft | None]:
         if not requests:
             return {}
         started = perf_counter()
         if self.workers == 1 or len(requests) < 2 * self.workers:
-            out, spent = _compose_timed(self.adapter, session, settings, requests)
+            out, spent = _compose_timed(self.composer, session, requests)
             self._add(spent)
         else:
             size = -(-len(requests) // self.workers)
             slices = [requests[i : i + size] for i in range(0, len(requests), size)]
             out = {}
             try:
-                results = list(
-                    self._get_pool().map(
-                        _compose_in_worker, [settings] * len(slices), [list(s) for s in slices]
-                    )
-                )
+                results = list(self._get_pool().map(_compose_in_worker, [list(s) for s in slices]))
             except BrokenProcessPool:
                 self.close()  # a worker died (killed, out of memory): start afresh next time
                 raise
