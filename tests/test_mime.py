@@ -15,14 +15,11 @@ from hypothesis import strategies as st
 
 from newsletter.errors import ConfigError
 from newsletter.render import RenderedEmail, Renderer, qp
+from newsletter.render.headers import Headers, header_text, list_id_header, mailbox, message_id_for
 from newsletter.render.mime import (
     Bodies,
     build_message,
     build_message_from,
-    header_text,
-    list_id_header,
-    mailbox,
-    message_id_for,
     reference_build_message,
 )
 from tests.support.digests import article, match, profile, request, sample_matches, settings
@@ -248,22 +245,24 @@ _SHAPES: list[tuple[str, dict[str, object]]] = [
 
 def _both(shape: dict[str, object], *, body_8bit: bool) -> tuple[bytes, bytes]:
     reply_to = shape.get("reply_to")
-    kw: dict[str, object] = {
-        "sender": mailbox("digest@example.org", "Research Digest"),
-        "recipient": mailbox(str(shape.get("addr", "ada@example.org")), str(shape.get("name", ""))),
-        "subject": shape.get("subject", "Your papers for Sun 22 Nov: 3 new on RLHF"),
-        "text": shape.get("text", "Hi Ada,\n\n1. Bilevel optimization ≥ RLHF\n"),
-        "html": shape.get("html", '<html><body><p style="color: red">Hi Ada ✓</p></body></html>\n'),
-        "date": datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
-        "message_id": "<2026-11-22.abc@example.org>",
-        "list_name": "Research Digest",
-        "list_id": "digest.example.org",
-        "unsubscribe_url": LONG_UNSUB,
-        "unsubscribe_mailto": f"mailto:{shape['mailto']}" if "mailto" in shape else "",
-        "reply_to": mailbox(str(reply_to)[6:-1], "Ops") if reply_to else None,
-        "body_8bit": body_8bit,
-    }
-    return build_message(**kw), reference_build_message(**kw)  # type: ignore[arg-type]
+    headers = Headers(
+        sender=mailbox("digest@example.org", "Research Digest"),
+        recipient=mailbox(str(shape.get("addr", "ada@example.org")), str(shape.get("name", ""))),
+        subject=str(shape.get("subject", "Your papers for Sun 22 Nov: 3 new on RLHF")),
+        date=datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
+        message_id="<2026-11-22.abc@example.org>",
+        list_name="Research Digest",
+        list_id="digest.example.org",
+        unsubscribe_url=LONG_UNSUB,
+        unsubscribe_mailto=f"mailto:{shape['mailto']}" if "mailto" in shape else "",
+        reply_to=mailbox(str(reply_to)[6:-1], "Ops") if reply_to else None,
+    )
+    text = str(shape.get("text", "Hi Ada,\n\n1. Bilevel optimization ≥ RLHF\n"))
+    html = str(shape.get("html", '<html><body><p style="color: red">Hi Ada ✓</p></body></html>\n'))
+    return (
+        build_message(headers, text, html, body_8bit=body_8bit),
+        reference_build_message(headers, text, html, body_8bit=body_8bit),
+    )
 
 
 def _structure(
@@ -363,22 +362,21 @@ def test_bodies_made_ahead_give_the_same_message(shape: dict[str, object], body_
     html = str(shape.get("html", "<p>Hi ✓</p>\n"))
     if "\r" in text + html:
         return  # (bodies with CR are the builder's own to normalise)
-    kw: dict[str, object] = {
-        "sender": mailbox("digest@example.org", "Research Digest"),
-        "recipient": mailbox(str(shape.get("addr", "ada@example.org")), "Ada"),
-        "subject": "Your papers",
-        "date": datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
-        "message_id": "<2026-11-22.abc@example.org>",
-        "list_name": "Research Digest",
-        "list_id": "digest.example.org",
-        "unsubscribe_url": LONG_UNSUB,
-        "body_8bit": body_8bit,
-    }
+    headers = Headers(
+        sender=mailbox("digest@example.org", "Research Digest"),
+        recipient=mailbox(str(shape.get("addr", "ada@example.org")), "Ada"),
+        subject="Your papers",
+        date=datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
+        message_id="<2026-11-22.abc@example.org>",
+        list_name="Research Digest",
+        list_id="digest.example.org",
+        unsubscribe_url=LONG_UNSUB,
+    )
     bodies = Bodies(
         text.encode(),
         html.encode(),
         [qp.quoted_printable((text if text.endswith("\n") else text + "\n").encode())],
         [qp.quoted_printable((html if html.endswith("\n") else html + "\n").encode())],
     )
-    made = build_message_from(bodies, **kw)  # type: ignore[arg-type]
-    assert made == build_message(text=text, html=html, **kw)  # type: ignore[arg-type]
+    made = build_message_from(headers, bodies, body_8bit=body_8bit)
+    assert made == build_message(headers, text, html, body_8bit=body_8bit)

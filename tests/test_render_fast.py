@@ -16,8 +16,10 @@ import pytest
 
 from newsletter.domain import Field, Hit, Match
 from newsletter.render import Renderer
-from newsletter.render.cards import card_draft, wrap_tidy
-from newsletter.render.mime import build_message, mailbox
+from newsletter.render.cards import card_draft
+from newsletter.render.headers import Headers, mailbox
+from newsletter.render.mime import build_message
+from newsletter.render.runs import wrap_tidy
 from newsletter.render.shapes.compile import variant_of
 from newsletter.render.views import (
     CardView,
@@ -146,12 +148,10 @@ def test_fast_bodies_are_what_the_builder_makes_of_the_documents() -> None:
         req = request(p, ms, sent_at=SENT, preferences_url="https://x.example/p/1")  # type: ignore[arg-type]
         email = r.render(req)
         assert email is not None and r.fast
-        rebuilt = build_message(
+        headers = Headers(
             sender=r.sender,
             recipient=mailbox(req.profile.email, req.profile.name or ""),
             subject=email.subject,
-            text=email.text,
-            html=email.html,
             date=SENT,
             message_id=email.message_id,
             list_name=r.settings.list_name,
@@ -160,6 +160,7 @@ def test_fast_bodies_are_what_the_builder_makes_of_the_documents() -> None:
             unsubscribe_mailto=r.mailto,
             reply_to=r.reply_to,
         )
+        rebuilt = build_message(headers, email.text, email.html)
         assert email.data == rebuilt
         ref = r.reference_render(req)
         assert ref is not None

@@ -4,7 +4,7 @@ Pure: no database, no network. ``renderer`` is the one entry point (:class:`Rend
 ``views`` turns matches into what a reader sees, ``cards`` builds each card's values,
 ``templates`` loads the Jinja2 files and inlines CSS with premailer, ``shapes`` is the
 compiled-shape fast path (each template's inlined HTML compiled once, then filled per
-email), ``qp`` and ``mime`` make the message bytes. May import ``config``, ``domain``
+email), ``headers``, ``qp`` and ``mime`` make the message bytes. May import ``config``, ``domain``
 and ``errors``.
 """
 

@@ -8,23 +8,41 @@ turn) rather than :class:`~newsletter.render.views.Segment` objects, which cost 
 build than the rest of an email. An entry whose shown text would need cleaning (control
 characters, doubled spaces, spaces at its edges) goes through :func:`card_view`
 instead, so the values are always the same; ``tests/test_render_fast.py`` checks that.
+
+A worked example. Ada's keyword ``RLHF`` hits the title "Scaling RLHF to agents" at
+characters 8–12. :func:`card_draft` finds the article's :class:`_Entry` (built once for
+every subscriber: link, byline, the abstract's cut and its wrapped text), and keeps of
+the hits only what is Ada's:
+
+* ``matched`` = ``"RLHF (title)"`` (labels memoised per keyword and fields);
+* the title as runs, plain first: ``["Scaling ", "RLHF", " to agents"]`` with
+  ``_title_v = (_PLAIN, _MARK)`` — the fill draws them as ``Scaling <mark>RLHF</mark> to
+  agents`` from the two shapes of a segment, without building ``Segment`` objects;
+* the abstract as one plain run (no hit in it), and ``fill_static`` naming the fields
+  this card shares with the entry's other cards (link, byline, date, votes, the wrapped
+  plain-text abstract, …): the fill merges their values into the entry's shape once and
+  reuses it for every subscriber whose card has the same ``fill_static``;
+* ``fill_variant``: the truth of each of :class:`CardView`'s fields.
+
+Bob's card of the same entry, hit on "agents", shares the entry and differs only in its
+runs and ``matched``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from itertools import pairwise
 
 from newsletter.domain import Article, Match
-from newsletter.render.shapes.fill import LazyItem, Rows, Variant, variant_of
+from newsletter.render.runs import add_plain, merge_spans, text_runs, tidy, wrap_tidy
+from newsletter.render.shapes.fill import LazyItem, Rows, Variant, field_names, variant_of
 from newsletter.render.views import (
     ABSTRACT_CHARS,
     ABSTRACT_SLACK,
     ENDS_SENTENCE,
     FIELD_LABEL,
     FIELD_ORDER,
-    TEXT_WIDTH,
     CardView,
     Segment,
     abstract_cut,
@@ -35,6 +53,7 @@ from newsletter.render.views import (
     wrap_text,
 )
 
+_CARD_FIELDS = field_names(CardView)
 _PLAIN: Variant = variant_of(Segment("x"))  # the variant of a non-empty run
 _MARK: Variant = variant_of(Segment("x", True))
 _HTML_SPECIAL = re.compile("[&<>'\"]")
@@ -45,20 +64,6 @@ _CACHE_MAX = 20_000
 # and so are plain runs): a card hands them over as texts and the pair of variants.
 _PLAIN_FIRST = (_PLAIN, _MARK)
 _MARK_FIRST = (_MARK, _PLAIN)
-
-
-def _tidy(text: str) -> bool:
-    """True when cleaning ``text`` changes nothing: printable, single spaces, no edge space.
-
-    (A printable string holds no whitespace but the plain space.)
-    """
-    return (
-        bool(text)
-        and text.isprintable()
-        and "  " not in text
-        and text[0] != " "
-        and text[-1] != " "
-    )
 
 
 class _Entry:
@@ -96,11 +101,11 @@ class _Entry:
         self.more_link = self.link if self.trimmed else ""
         self.rstrip_len = len(summary.rstrip())
         main = summary[: self.cut]
-        self.main_ok = _tidy(main)
+        self.main_ok = tidy(main)
         # _card's " …" rule for one shown range: cut short, and not at a sentence end.
         self.suffix = self.trimmed and self.cut < self.rstrip_len and not ENDS_SENTENCE.search(main)
         self.abstract_text = wrap_text(main + " …" if self.suffix else main) if self.main_ok else ""
-        self.title_ok = _tidy(a.title)
+        self.title_ok = tidy(a.title)
         self.title_runs = [a.title]
         self.title_esc = _HTML_SPECIAL.search(a.title) is not None
         self.summary_esc = _HTML_SPECIAL.search(summary) is not None
@@ -144,75 +149,6 @@ def _label(keyword: str, mask: int) -> str:
 
 def _lowest_bit(item: tuple[str, int]) -> int:
     return item[1] & -item[1]
-
-
-def _merge(spans: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    """:func:`~newsletter.render.views.merge_spans` (the union is the same in any order)."""
-    out: list[tuple[int, int]] = []
-    for s, e in sorted(spans):
-        if s < 0:
-            s = 0
-        if e > length:
-            e = length
-        if s >= e:
-            continue
-        if out and s <= out[-1][1]:
-            if e > out[-1][1]:
-                out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return out
-
-
-def _runs(text: str, merged: list[tuple[int, int]], lo: int, hi: int, out: list[str]) -> bool:
-    """:func:`~newsletter.render.views.segments` of ``text[lo:hi]``, their texts appended
-    to ``out``; whether the first one is highlighted."""
-    pos = lo
-    start = len(out)
-    first_mark = False
-    for s, e in merged:
-        if s < lo:
-            s = lo
-        if e > hi:
-            e = hi
-        if s >= e:
-            continue
-        if s > pos:
-            out.append(text[pos:s])
-        elif len(out) == start:
-            first_mark = True
-        out.append(text[s:e])
-        pos = e
-    if pos < hi:
-        out.append(text[pos:hi])
-    return first_mark
-
-
-def wrap_tidy(text: str) -> str:
-    """``wrap_text(text)`` (textwrap at TEXT_WIDTH, words never broken) for text that
-    :func:`_tidy` accepts: single spaces between words, so a line is as many words as
-    fit, and a longer word stands alone."""
-    lines: list[str] = []
-    line: list[str] = []
-    size = -1
-    for word in text.split(" "):
-        if size + 1 + len(word) <= TEXT_WIDTH or not line:
-            line.append(word)
-            size += 1 + len(word)
-        else:
-            lines.append(" ".join(line))
-            line = [word]
-            size = len(word)
-    lines.append(" ".join(line))
-    return "\n".join(lines)
-
-
-def _add_plain(texts: list[str], first_mark: bool, text: str) -> None:
-    """Append a plain run, merged into a plain one before it (as _clean_segments does)."""
-    if texts and (len(texts) % 2 == 1) != first_mark:  # the last run is plain
-        texts[-1] += text
-    else:
-        texts.append(text)
 
 
 # The fields every card of an entry shares (the fill merges them into the markup once).
@@ -267,6 +203,13 @@ class CardDraft(LazyItem):
     _abstract_esc: bool
     _view: CardView | None
     _rows: dict[str, tuple[list[str], tuple[Variant, Variant]] | None] | None
+
+    def __init__(self, match: Match, rank: int) -> None:
+        # The other fields are set by card_draft, from the entry or from the real view.
+        self.match = match
+        self.rank = rank
+        self._view = None
+        self._rows = None
 
     def view(self) -> CardView:
         """The real view (what the reference path, probes and custom uses get)."""
@@ -331,11 +274,7 @@ def card_draft(match: Match, rank: int) -> CardDraft:
     entry = _ENTRIES.get(id(a))
     if entry is None or entry.article is not a:
         entry = _entry(a)
-    d = CardDraft.__new__(CardDraft)
-    d.match = match
-    d.rank = rank
-    d._view = None
-    d._rows = None
+    d = CardDraft(match, rank)
     title_spans: list[tuple[int, int]] = []
     abstract_spans: list[tuple[int, int]] = []
     raw: dict[str, int] = {}  # keyword as written -> the fields it hit (bits)
@@ -364,7 +303,7 @@ def card_draft(match: Match, rank: int) -> CardDraft:
         return _from_view(d)
     if title_spans:
         title: list[str] = []
-        marked = _runs(a.title, _merge(title_spans, len(a.title)), 0, len(a.title), title)
+        marked = text_runs(a.title, merge_spans(title_spans, len(a.title)), 0, len(a.title), title)
         d._title = title
         d._title_v = _MARK_FIRST if marked else _PLAIN_FIRST
     else:
@@ -376,29 +315,31 @@ def card_draft(match: Match, rank: int) -> CardDraft:
     if rank and d._abstract and d.matched and shared_text:
         d.fill_variant = entry.usual_variant
     else:
-        d.fill_variant = _card_variant(entry, rank, d._abstract, d.matched, d.abstract_text)
+        d.fill_variant = _card_variant(
+            entry, rank, bool(d._abstract), bool(d.matched), bool(d.abstract_text)
+        )
     return d
 
 
-def _card_variant(
-    entry: _Entry, rank: object, abstract: object, matched: object, text: object
-) -> Variant:
-    """variant_of the card's view: CardView's fields, in order."""
+def _card_variant(entry: _Entry, rank: int, abstract: bool, matched: bool, text: bool) -> Variant:
+    """``variant_of`` the card's view, from the truth of each of CardView's fields by name
+    (the title and title_text are never empty)."""
     link, by, when, votes, more = entry.variant
-    return (
-        2 if rank else 1,
-        link,
-        2,  # the title: never empty
-        by,
-        when,
-        votes,
-        2 if abstract else 1,
-        more,
-        2 if matched else 1,
-        2,  # title_text
-        2 if entry.meta else 1,
-        2 if text else 1,
-    )
+    truth = {
+        "rank": 2 if rank else 1,
+        "link": link,
+        "title": 2,
+        "byline": by,
+        "date": when,
+        "votes": votes,
+        "abstract": 2 if abstract else 1,
+        "more_link": more,
+        "matched": 2 if matched else 1,
+        "title_text": 2,
+        "meta_text": 2 if entry.meta else 1,
+        "abstract_text": 2 if text else 1,
+    }
+    return tuple(truth[name] for name in _CARD_FIELDS)
 
 
 def _abstract(d: CardDraft, entry: _Entry, spans: list[tuple[int, int]]) -> bool | None:
@@ -406,14 +347,14 @@ def _abstract(d: CardDraft, entry: _Entry, spans: list[tuple[int, int]]) -> bool
     whether the plain text is the entry's own (one shown range)."""
     text = entry.article.summary
     cut = entry.cut
-    merged = _merge(spans, len(text)) if spans else []
+    merged = merge_spans(spans, len(text)) if spans else []
     runs: list[str] = []
     shared = not entry.trimmed or not merged or merged[0][0] < cut
     if shared:
         # One range, [0, cut): its plain text, and so its wrapped form, is the entry's.
-        marked = _runs(text, merged, 0, cut, runs)
+        marked = text_runs(text, merged, 0, cut, runs)
         if entry.suffix:
-            _add_plain(runs, marked, " …")
+            add_plain(runs, marked, " …")
         d.abstract_text = entry.abstract_text
     else:
         # Every hit lies beyond the cut: a second range shows the first one.
@@ -426,15 +367,15 @@ def _abstract(d: CardDraft, entry: _Entry, spans: list[tuple[int, int]]) -> bool
             if merged[0][0] < lo:
                 return None
         shown = text[lo:hi]
-        if not _tidy(shown):
+        if not tidy(shown):
             return None
         marked = False  # no highlight before the cut
         runs.append(text[:cut] + " … ")
-        if not _runs(text, merged, lo, hi, runs):  # merge the range's leading plain run
+        if not text_runs(text, merged, lo, hi, runs):  # merge the range's leading plain run
             runs[0:2] = [runs[0] + runs[1]]
         plain = text[:cut] + " … " + shown
         if hi < entry.rstrip_len:
-            _add_plain(runs, marked, " …")
+            add_plain(runs, marked, " …")
             plain += " …"
         d.abstract_text = wrap_tidy(plain)
     d._abstract = runs

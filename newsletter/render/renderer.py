@@ -30,17 +30,14 @@ from newsletter.domain import Match, Profile
 from newsletter.errors import RenderError
 from newsletter.periods import send_moment
 from newsletter.render.cards import CardDraft, card_draft
+from newsletter.render.headers import Headers, Mailbox, mailbox, mailto_url, message_id_for
+from newsletter.render.headers import parse_mailbox as _parse_mailbox
 from newsletter.render.mime import (
     Bodies,
-    Mailbox,
     build_message,
     build_message_from,
-    mailbox,
-    mailto_url,
-    message_id_for,
     reference_build_message,
 )
-from newsletter.render.mime import parse_mailbox as _parse_mailbox
 from newsletter.render.qp import BAD_LINE
 from newsletter.render.shapes.compile import (
     MissingShape,
@@ -188,10 +185,6 @@ class Renderer:
         build the message with the ``email`` package."""
         return self._render(req, reference=True, stdlib_mime=True)
 
-    def subject(self, view: EmailView, top: Sequence[str], n_total: int) -> str:
-        """``subject.txt`` for ``view``: one line, whatever the template or the data hold."""
-        return self._subject(_view_context(view), top, n_total)
-
     def _subject(self, ctx: dict[str, Any], top: Sequence[str], n_total: int) -> str:
         if self._subject_line.reads_cards:
             ctx["cards"] = _materialized_cards(ctx["cards"])
@@ -338,23 +331,23 @@ class Renderer:
             domain=self.sender.domain,
         )
         started = perf_counter()
-        headers: dict[str, Any] = {
-            "sender": self.sender,
-            "recipient": recipient,
-            "subject": view.subject,
-            "date": sent_at,
-            "message_id": message_id,
-            "list_name": self.settings.list_name,
-            "list_id": self.settings.list_id,
-            "unsubscribe_url": view.unsubscribe_url,
-            "unsubscribe_mailto": self.mailto,
-            "reply_to": self.reply_to,
-        }
+        headers = Headers(
+            sender=self.sender,
+            recipient=recipient,
+            subject=view.subject,
+            date=sent_at,
+            message_id=message_id,
+            list_name=self.settings.list_name,
+            list_id=self.settings.list_id,
+            unsubscribe_url=view.unsubscribe_url,
+            unsubscribe_mailto=self.mailto,
+            reply_to=self.reply_to,
+        )
         if bodies is not None and not stdlib_mime:
-            data = build_message_from(bodies, **headers)
+            data = build_message_from(headers, bodies)
         else:
             build = reference_build_message if stdlib_mime else build_message
-            data = build(text=_str(text), html=_str(html), **headers)
+            data = build(headers, _str(text), _str(html))
         self._spent("mime", started)
         shown = req.matches[: n_cards + n_listed]
         return RenderedEmail(

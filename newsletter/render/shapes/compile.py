@@ -33,7 +33,7 @@ from markupsafe import Markup
 from newsletter.render.shapes.fill import (
     Filler,
     LazyItem,
-    Missing,
+    MissingShape,
     Part,
     RegionRef,
     Rows,
@@ -62,10 +62,6 @@ __all__ = [
 
 class ShapeError(Exception):
     """A template cannot be compiled into reusable parts (the caller falls back)."""
-
-
-class MissingShape(Exception):
-    """``fill(..., compile=False)`` met an object whose shape is not compiled yet."""
 
 
 class _Slot(str):
@@ -150,14 +146,9 @@ class ShapeCompiler(Filler):
 
     # -- filling -----------------------------------------------------------------------
 
-    def fill(self, root: object, *, compile: bool = True) -> tuple[str, bool]:
-        """The document for ``root``; the flag says a new shape had to be compiled."""
-        doc, _, compiled = self.fill_parts(root, compile=compile)
-        return doc.decode("utf-8", "surrogatepass"), compiled
-
     def fill_parts(self, root: object, *, compile: bool = True) -> tuple[bytes, list[bytes], bool]:
-        """:meth:`fill` in UTF-8 (``surrogatepass``), with the document's quoted-printable
-        lines (see :meth:`Filler.fill_document`) and whether a shape was compiled.
+        """The document for ``root`` in UTF-8 (``surrogatepass``), with its quoted-printable
+        lines (see :meth:`Filler.fill_document`) and whether a shape had to be compiled.
 
         With ``compile=False`` a missing shape raises :class:`MissingShape` instead (the
         caller builds the real views first: probes cannot be made of lazy items).
@@ -167,9 +158,9 @@ class ShapeCompiler(Filler):
             try:
                 doc, lines = self.fill_document(root, variant_of(root))
                 return doc, lines, compiled
-            except Missing:
+            except MissingShape:
                 if not compile:
-                    raise MissingShape from None
+                    raise
                 if compiled:
                     raise ShapeError("the compiled shape does not cover this email") from None
                 self.compile(root)

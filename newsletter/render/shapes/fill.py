@@ -13,6 +13,26 @@ send fills two documents per subscriber:
 * the walk also yields the document's quoted-printable encoding (:mod:`newsletter.render.qp`):
   a literal's inner lines are encoded when its shape is first used, so per email only
   the lines that hold values are, and of those only the values need escaping.
+
+A worked example (``tests/test_shapes.py`` runs it). The text template::
+
+    Hi {{ name }}
+    {% for it in items %}{{ ('- ' ~ it.title ~ '\n')|fragment(it) }}{% endfor %}
+
+compiled for ``Page(name="Ada", items=(Item("One", link="l"), Item("Two", link="")))``
+stores one shape per (region path, variant), a variant being each field's truth (2 for
+a non-empty value, 1 for an empty one, 0 for None; see :func:`variant_of`)::
+
+    ((), (2, 1, 2, 1))         ['Hi ', SlotRef('name'), '\n', RegionRef('items', sep='')]
+    (('items',), (2, 2))       ['- ', SlotRef('title'), '\n']    # an item with a link
+    (('items',), (2, 1))       ['- ', SlotRef('title'), '\n']    # ... and one without
+
+Filling ``Page("Bob", items=(Item("Three", "x"),))`` then walks the root shape: the
+literal ``'Hi '``, ``'Bob'`` escaped for the document (HTML-escaped in an HTML
+template), ``'\n'``; at the region, each item's own shape by its variant. The result
+is ``b"Hi Bob\n- Three\n"`` and its quoted-printable lines ``[b"Hi Bob\r\n",
+b"- Three\r\n"]``, without Jinja. An object whose variant has no shape yet raises
+:class:`MissingShape`; the compiler then renders a probe of it and stores its shapes.
 """
 
 from __future__ import annotations
@@ -41,8 +61,8 @@ _ESCAPED_MAX = 20_000
 _ESCAPED_LEN = 200
 
 
-class Missing(Exception):
-    """No compiled shape yet for some object of this email."""
+class MissingShape(Exception):
+    """No compiled shape yet for some object of this email (the caller compiles one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +231,7 @@ class Filler:
         lines (each with its CRLF; valid when the document holds no CR, and only without
         BAD_LINE among them).
 
-        Raises :class:`Missing` when a shape is missing.
+        Raises :class:`MissingShape` when a shape is missing.
         """
         doc: list[bytes] = []
         cur: list[str] = []
@@ -237,7 +257,7 @@ class Filler:
     def _prepared(self, key: ShapeKey) -> Program:
         parts = self.shapes.get(key)
         if parts is None:
-            raise Missing
+            raise MissingShape
         program = _program_of(parts)
         self._ready[key] = program
         return program
@@ -299,7 +319,7 @@ class Filler:
         if program is None:
             parts = self.shapes.get(key)
             if parts is None:
-                raise Missing
+                raise MissingShape
             merged: list[Part] = []
             for p in parts:
                 if type(p) is SlotRef and p.field in static[1]:
@@ -409,7 +429,7 @@ class Filler:
         """(before, after) when the shape is literal text around one ``text`` slot."""
         parts = self.shapes.get(key)
         if parts is None:
-            raise Missing
+            raise MissingShape
         slots = [i for i, p in enumerate(parts) if type(p) is not str]
         if len(slots) != 1 or parts[slots[0]] != SlotRef("text"):
             return None
