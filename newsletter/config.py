@@ -67,6 +67,7 @@ class NewsletterSettings:
     batch_size: int = 500
     compose_workers: int = 1  # processes composing digests in parallel (send and run)
     max_email_bytes: int = 90_000  # Gmail clips at ~102 KB; leave room for headers
+    noun: str = "entry"  # what the copy calls an entry ("3 new entries"); feeds may override
 
     @property
     def default_send_time(self) -> time:
@@ -100,6 +101,19 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """DKIM signing done by the program; empty ``selector``: none (the relay may sign)."""
+
+    selector: str = ""
+    domain: str = ""  # the d= domain: the From address's domain or its parent
+    key_file: Path | None = None  # PEM private key (RSA), readable only by the service
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.selector)
+
+
+@dataclass(frozen=True, slots=True)
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -110,6 +124,7 @@ class FeedSettings:
     name: str
     url: str  # http(s) URL, or an absolute local path (relative ones are resolved on load)
     enabled: bool = True
+    noun: str = ""  # "post", "paper": how the copy names this feed's entries; "": the default
 
     @property
     def is_remote(self) -> bool:
@@ -123,6 +138,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    dkim: DkimSettings = field(default_factory=DkimSettings)
     feeds: tuple[FeedSettings, ...] = ()
     config_path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
@@ -140,6 +156,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "fetch": FetchSettings,
     "smtp": SmtpSettings,
     "web": WebSettings,
+    "dkim": DkimSettings,
 }
 
 
@@ -305,6 +322,22 @@ def _validate(s: Settings, where: str) -> None:
             path=where,
             key="smtp.ssl",
         )
+    d = s.dkim
+    if d.selector or d.domain or d.key_file:
+        parts: dict[str, object] = {
+            "selector": d.selector,
+            "domain": d.domain,
+            "key_file": d.key_file,
+        }
+        for name, part in parts.items():
+            if not part:
+                raise ConfigError(
+                    "DKIM signing needs selector, domain and key_file together",
+                    path=where,
+                    key=f"dkim.{name}",
+                )
+    if not n.noun.strip():
+        raise ConfigError("expected a non-empty noun", path=where, key="newsletter.noun")
     names = [f.name for f in s.feeds]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -317,7 +350,7 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
     if not isinstance(raw, list):
         raise ConfigError("expected an array of tables [[feeds]]", path=where, key="feeds")
     feeds: list[FeedSettings] = []
-    allowed = {"name", "url", "enabled"}
+    allowed = {"name", "url", "enabled", "noun"}
     for i, item in enumerate(raw, start=1):
         key = f"feeds[{i}]"
         if not isinstance(item, dict):
@@ -325,7 +358,7 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
         unknown = sorted(set(item) - allowed)
         if unknown:
             raise ConfigError(
-                f"unknown key {unknown[0]!r} (expected one of: enabled, name, url)",
+                f"unknown key {unknown[0]!r} (expected one of: enabled, name, noun, url)",
                 path=where,
                 key=key,
             )
@@ -337,6 +370,9 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
             raise ConfigError(
                 f"expected true or false, got {enabled!r}", path=where, key=f"{key}.enabled"
             )
+        noun = item.get("noun", "")
+        if not isinstance(noun, str):
+            raise ConfigError(f"expected a string, got {noun!r}", path=where, key=f"{key}.noun")
         url = item["url"].strip()
         if "://" in url and not url.startswith(("http://", "https://", "file://")):
             raise ConfigError(
@@ -348,7 +384,9 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
             url = url[len("file://") :]
         if not url.startswith(("http://", "https://")):
             url = str(_resolve(base, Path(url)))
-        feeds.append(FeedSettings(name=item["name"].strip(), url=url, enabled=enabled))
+        feeds.append(
+            FeedSettings(name=item["name"].strip(), url=url, enabled=enabled, noun=noun.strip())
+        )
     return tuple(feeds)
 
 
@@ -380,6 +418,9 @@ def settings_from_mapping(
         templates_dir=_resolve(base, nl.templates_dir) if nl.templates_dir else None,
         outbox_dir=_resolve(base, nl.outbox_dir),
     )
+    dk: DkimSettings = sections["dkim"]
+    if dk.key_file is not None:
+        sections["dkim"] = dataclasses.replace(dk, key_file=_resolve(base, dk.key_file))
     db: DatabaseSettings = sections["database"]
     sections["database"] = dataclasses.replace(db, url=_resolve_sqlite(db.url, base, where))
     settings = Settings(

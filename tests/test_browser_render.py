@@ -65,7 +65,7 @@ def test_digest_renders_cards_and_highlights(
 ) -> None:
     page = _write_digest(tmp_path)
     driver.get(page.as_uri())
-    assert driver.title.startswith("Your papers for Sun 22 Nov")
+    assert driver.title.startswith("Your entries for Sun 22 Nov")
     cards = driver.find_elements("css selector", "table.card")
     assert len(cards) == 5
     assert all(c.is_displayed() for c in cards)

@@ -119,7 +119,7 @@ def test_non_ascii_subject_and_name_are_rfc2047_encoded() -> None:
     assert raw.isascii()
     assert b"=?utf-8?" in raw
     msg = _parse(e.data)
-    assert msg["Subject"] == "Your papers for Sun 22 Nov: 1 new on Schrödinger bridges"
+    assert msg["Subject"] == "Your entries for Sun 22 Nov: 1 new on Schrödinger bridges"
     assert msg["To"].addresses[0].display_name == "Zoë Ñúñez"
 
 
@@ -248,7 +248,7 @@ def _both(shape: dict[str, object], *, body_8bit: bool) -> tuple[bytes, bytes]:
     headers = Headers(
         sender=mailbox("digest@example.org", "Research Digest"),
         recipient=mailbox(str(shape.get("addr", "ada@example.org")), str(shape.get("name", ""))),
-        subject=str(shape.get("subject", "Your papers for Sun 22 Nov: 3 new on RLHF")),
+        subject=str(shape.get("subject", "Your entries for Sun 22 Nov: 3 new on RLHF")),
         date=datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
         message_id="<2026-11-22.abc@example.org>",
         list_name="Research Digest",
@@ -365,7 +365,7 @@ def test_bodies_made_ahead_give_the_same_message(shape: dict[str, object], body_
     headers = Headers(
         sender=mailbox("digest@example.org", "Research Digest"),
         recipient=mailbox(str(shape.get("addr", "ada@example.org")), "Ada"),
-        subject="Your papers",
+        subject="Your entries",
         date=datetime(2026, 11, 22, 6, 30, tzinfo=UTC),
         message_id="<2026-11-22.abc@example.org>",
         list_name="Research Digest",

@@ -71,7 +71,7 @@ def test_preview_writes_each_digest_and_an_index(preview_world: tuple[Settings, 
 
     eml = email.message_from_bytes((out / ada.eml_href).read_bytes(), policy=email.policy.default)
     assert eml["To"] == "Ada Lovelace <ada@example.org>"
-    assert eml["Subject"] == ada.subject and ada.subject.startswith("Your papers for Sun 22 Nov")
+    assert eml["Subject"] == ada.subject and ada.subject.startswith("Your entries for Sun 22 Nov")
     assert eml["Date"] == "Sun, 22 Nov 2026 07:00:00 +0100"  # send_time in Berlin
     unsub = eml["List-Unsubscribe"]
     assert re.fullmatch(r"<https://news\.example\.org/unsubscribe/[A-Za-z0-9_-]+>", unsub)

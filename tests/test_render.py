@@ -52,20 +52,20 @@ def test_subject_names_the_day_the_count_and_the_top_keywords(shared: Renderer) 
     ms = sample_matches(5)
     email = _render(shared, ms)
     # "RLHF" and "reward" each matched in 4 entries, "bilevel optimization" in 2.
-    assert email.subject.startswith("Your papers for Sun 22 Nov: 5 new on ")
+    assert email.subject.startswith("Your entries for Sun 22 Nov: 5 new on ")
     assert email.subject.split(" new on ")[1].split(", ") == [
         "RLHF",
         "reward",
         "bilevel optimization",
     ]
     one = _render(shared, [match(article("About RLHF"), "RLHF")])
-    assert one.subject == "Your papers for Sun 22 Nov: 1 new on RLHF"
+    assert one.subject == "Your entries for Sun 22 Nov: 1 new on RLHF"
 
 
 def test_weekly_subscribers_get_the_week_in_subject_and_text(shared: Renderer) -> None:
     p = profile(frequency="weekly")
     email = _render(shared, sample_matches(2), p=p)
-    assert email.subject.startswith("Your papers for the week of Mon 16 Nov: 2 new on")
+    assert email.subject.startswith("Your entries for the week of Mon 16 Nov: 2 new on")
     assert "matched your keywords this week" in email.text
 
 
@@ -459,4 +459,4 @@ def test_keyword_modifiers_do_not_change_the_chip(shared: Renderer) -> None:
     p = replace(profile(), keywords=(Keyword("RLHF", weight=2, exact=True, field="title"),))
     email = _render(shared, sample_matches(1), p=p, day=date(2026, 11, 23))
     assert re.findall(r'<span class="chip"[^>]*>(.*?)</span>', email.html) == ["RLHF"]
-    assert email.subject.startswith("Your papers for Mon 23 Nov")
+    assert email.subject.startswith("Your entries for Mon 23 Nov")

@@ -100,7 +100,7 @@ def test_digest_matches_the_golden_file() -> None:
     assert msg["From"] == "Research Digest <digest@example.org>"
     assert msg["To"] == "Zoë Ñúñez <zoe@example.org>"
     assert msg["Subject"] == out.subject
-    assert out.subject.startswith("Your papers for Sun 22 Nov: ")
+    assert out.subject.startswith("Your entries for Sun 22 Nov: ")
     assert msg["List-Id"] == "Research Digest <digest.example.org>"
     assert msg["List-Unsubscribe"] == (
         "<https://news.example.org/unsubscribe/GOLDENTOKEN>, "

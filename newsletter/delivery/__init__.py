@@ -2,7 +2,8 @@
 
 ``base`` holds the interface and the value types; each transport is a module of its
 own (``smtp``, ``preview``), and :func:`make_sender` picks the one the configuration
-asks for. May import ``config`` and ``errors``; never ``db``, ``render`` or above.
+asks for, wrapped in a DKIM signer (:mod:`.dkim`) when ``[dkim]`` is set.
+May import ``config`` and ``errors``; never ``db``, ``render`` or above.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from newsletter.errors import ConfigError
 
 
 def make_sender(settings: Settings, *, env: dict[str, str] | None = None) -> Sender:
-    """The sender ``[newsletter] delivery`` asks for."""
+    """The sender ``[newsletter] delivery`` asks for, signing when ``[dkim]`` says so."""
+    sender = _transport(settings, env)
+    if not settings.dkim.enabled:
+        return sender
+    from newsletter.delivery.dkim import DkimSigner, SigningSender  # dkimpy only when used
+
+    return SigningSender(sender, DkimSigner.from_settings(settings.dkim))
+
+
+def _transport(settings: Settings, env: dict[str, str] | None) -> Sender:
     if settings.newsletter.delivery == "preview":
         return PreviewSender(settings.newsletter.outbox_dir)
     smtp = settings.smtp

@@ -65,7 +65,9 @@ class Composer:
         self, settings: Settings, *, renderer: Renderer | None = None, secret: bytes | None = None
     ) -> None:
         self.settings = settings
-        self.renderer = renderer or Renderer(settings.newsletter)
+        self.renderer = renderer or Renderer(
+            settings.newsletter, nouns={f.name: f.noun for f in settings.feeds if f.noun}
+        )
         self.secret = secret if secret is not None else tokens.secret_from_settings(settings)
         # The index of the last batch's articles: a send's batches share one window,
         # so rebuilding it (about a second per thousand articles) would be wasted.

@@ -14,7 +14,7 @@ reference path (logged once), so a custom template can be slower but never wrong
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
@@ -53,8 +53,10 @@ from newsletter.render.views import (
     card_view,
     clean,
     clean_keyword,
+    counted,
     more_view,
     period_labels,
+    plural,
     rank_keywords,
     safe_url,
     shorten,
@@ -140,8 +142,17 @@ class Renderer:
     Not thread-safe; use one per process (fork after warming it up to share the work).
     """
 
-    def __init__(self, settings: NewsletterSettings, *, fast: bool = True) -> None:
+    def __init__(
+        self,
+        settings: NewsletterSettings,
+        *,
+        fast: bool = True,
+        nouns: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        # What the copy calls an entry: per feed name ([[feeds]] noun), else the default.
+        self._noun = clean(settings.noun) or "entry"
+        self._feed_nouns = {k: clean(v) for k, v in (nouns or {}).items() if clean(v)}
         self.env = make_environment(settings.templates_dir)
         self.fast = fast
         self.sender = _parse_mailbox(settings.from_addr, key="newsletter.from")
@@ -209,6 +220,13 @@ class Renderer:
         except TemplateError as e:
             raise RenderError(f"template {name}: {e}") from e
 
+    def _noun_for(self, matches: Sequence[Match]) -> str:
+        """The feeds' noun when every match's feed has the same one, else the default."""
+        if not self._feed_nouns:
+            return self._noun
+        found = {self._feed_nouns.get(m.article.feed_name, self._noun) for m in matches}
+        return found.pop() if len(found) == 1 else self._noun
+
     def _view(
         self,
         req: DigestRequest,
@@ -220,6 +238,7 @@ class Renderer:
         p = req.profile
         n_total = len(req.matches)
         label, phrase = period_labels(req.day, p.frequency)
+        noun = self._noun_for(req.matches)
         n_more = len(more) + n_hidden
         more_label = ""
         if n_more:
@@ -243,7 +262,8 @@ class Renderer:
             "name": clean(p.name or ""),
             "email": clean(p.email),
             "keywords": tuple(k for k in (clean_keyword(k.term) for k in p.keywords) if k),
-            "count_label": f"{n_total} new {'paper' if n_total == 1 else 'papers'}",
+            "count_label": counted(n_total, f"new {noun}"),
+            "nouns": plural(noun),
             # The fast path's drafts have CardView's attributes; Jinja gets real views.
             "cards": cast("tuple[CardView, ...]", tuple(cards)),
             "more": tuple(more),

@@ -94,6 +94,7 @@ class EmailView:
     email: str
     keywords: tuple[str, ...]
     count_label: str  # "7 new papers"
+    nouns: str  # "papers", "posts": the entries' noun in the plural (newsletter.noun)
     cards: tuple[CardView, ...]
     more: tuple[MoreView, ...]
     more_label: str
@@ -288,6 +289,21 @@ def matched_line(match: Match) -> str:
     return ", ".join(
         f"{kw} ({', '.join(FIELD_LABEL[f] for f in FIELD_ORDER if f in by_kw[kw])})" for kw in order
     )
+
+
+def plural(noun: str) -> str:
+    """English plural of a configured noun: "paper" -> "papers", "entry" -> "entries"."""
+    low = noun.lower()
+    if low.endswith("y") and low[-2:-1] not in ("", "a", "e", "i", "o", "u"):
+        return noun[:-1] + "ies"
+    if low.endswith(("s", "x", "z", "ch", "sh")):
+        return noun + "es"
+    return noun + "s"
+
+
+def counted(n: int, noun: str) -> str:
+    """ "1 paper", "3 papers"."""
+    return f"{n} {noun if n == 1 else plural(noun)}"
 
 
 def shorten(text: str, limit: int) -> str:
