@@ -28,6 +28,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
+from newsletter import clock
 from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.db.leases import SCHEDULER_LEASE, acquire, holder_of, new_worker_id, release
@@ -70,7 +71,7 @@ class DigestScheduler:
         *,
         sender_factory: Callable[[Settings], Sender] = make_sender,
         compose: ComposeFn | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = clock.now,
         worker: str | None = None,
     ) -> None:
         self.engine = engine
@@ -195,7 +196,7 @@ class DigestScheduler:
 
     def build(self) -> BlockingScheduler:
         """The APScheduler instance with its three jobs (not started)."""
-        now = datetime.now(UTC)
+        now = clock.now()
         scheduler = BlockingScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1},

@@ -21,7 +21,7 @@ FACES = {"cli", "web", "scheduler", "__main__"}
 PIPELINE = "pipeline"
 STAGES = {"ingest", "profiles", "matching", "render", "delivery", "db"}
 # Below the stages: plain values, settings, errors and pure helpers every stage may use.
-BASE = {"models", "config", "errors", "domain", "periods", "tokens", "__init__"}
+BASE = {"models", "config", "errors", "domain", "periods", "tokens", "clock", "__init__"}
 PURE = {"matching", "render"}
 # Modules a pure stage may not import: the database, the network, processes, files.
 IMPURE_MODULES = (

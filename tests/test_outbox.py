@@ -67,7 +67,10 @@ def test_a_new_period_supersedes_an_unsent_older_one(engine: Engine) -> None:
     with session_scope(engine) as s:
         outbox_plan.ensure_digests(s, [(a, "2026-06-15")], now=NOW)
     old, new = digests(engine)
-    assert (old.status, old.error) == ("skipped", "superseded by the digest of 2026-06-15")
+    assert (old.status, old.error) == (
+        "skipped",
+        "superseded by the digest of 2026-06-15, which carries its entries",
+    )
     assert new.status == "pending"
 
 

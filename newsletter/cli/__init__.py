@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from newsletter import __version__
+from newsletter import __version__, clock
 from newsletter.cli.context import AppContext, fail
 from newsletter.errors import NewsletterError
 
@@ -53,6 +53,15 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -
         # is noise to an operator.
         for name in ("apscheduler", "premailer", "CSSUTILS", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    simulated = clock.simulated()
+    if simulated is not None:
+        clock.check()
+        logging.getLogger("newsletter").warning(
+            "%s=%s: the clock is simulated (now %s); never set it for real sends",
+            clock.ENV,
+            simulated,
+            clock.now().isoformat(timespec="seconds"),
+        )
     ctx.obj = AppContext(config_path=config_path, debug=debug, quiet=quiet)
     ctx.call_on_close(ctx.obj.close)
 

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from newsletter import clock
 from newsletter.cli.context import AppContext, fail, pass_app
 from newsletter.db import session_scope
 from newsletter.db.candidates import candidate_windows
@@ -100,7 +101,7 @@ def match_cmd(
     as_json: bool,
 ) -> None:
     """Show the entries a subscriber's next digest would hold, ranked and explained."""
-    now = _parse_moment(as_of, "--as-of") if as_of else datetime.now(UTC)
+    now = _parse_moment(as_of, "--as-of") if as_of else clock.now()
     since_at = _parse_moment(since, "--since") if since else None
     with session_scope(app.engine) as session:
         sid = subscriber_id(session, email)

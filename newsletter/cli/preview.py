@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import click
 
+from newsletter import clock
 from newsletter.cli.context import AppContext, only_subscribers, pass_app
 from newsletter.pipeline.preview import run_preview
 
@@ -34,7 +35,7 @@ def preview(
     result = run_preview(
         app.engine,
         app.settings,
-        now=datetime.now(UTC),
+        now=clock.now(),
         out_dir=out_dir,
         emails=list(emails) or None,
         day=when,

@@ -6,7 +6,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -14,6 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from newsletter import clock
 from newsletter.cli.context import AppContext, only_subscribers, pass_app
 from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import when
@@ -159,7 +159,7 @@ def resend_command(app: AppContext, digest_id: int | None, action: str | None) -
     'sending': it may or may not have arrived, so it is never re-sent on its own. Check
     the mail server's log for its Message-ID, then mark it sent or send it again.
     """
-    now = datetime.now(UTC)
+    now = clock.now()
     if digest_id is None:
         if action:
             raise click.UsageError("give the DIGEST_ID to settle")

@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from newsletter import clock
 from newsletter.cli.context import AppContext, pass_app
 from newsletter.db import outbox, session_scope
 from newsletter.db.entries import entry_counts, entry_totals, list_feeds
@@ -191,16 +192,25 @@ def _console() -> Console:
 @pass_app
 def status_command(app: AppContext, as_json: bool) -> None:
     """Show feed health, entry counts and the last runs."""
-    now = datetime.now(UTC)
+    now = clock.now()
     try:
         with session_scope(app.engine) as session:
             sections = [build(app, session, now) for build in SECTIONS]
     except SQLAlchemyError as e:
         raise DatabaseError(f"cannot read the status from the database: {e}") from e
+    simulated = clock.simulated()
     if as_json:
-        click.echo(json.dumps({s.key: s.data for s in sections}, indent=2))
+        data: dict[str, Any] = {s.key: s.data for s in sections}
+        data["clock"] = {"now": iso(now), "simulated": simulated}
+        click.echo(json.dumps(data, indent=2))
         return
     console = _console()
+    if simulated is not None:
+        console.print(
+            f"[bold red]SIMULATED CLOCK[/]: {clock.ENV}={simulated} "
+            f"(now {now:%Y-%m-%d %H:%M} UTC); unset it for real sends",
+            highlight=False,
+        )
     for i, s in enumerate(sections):
         if i:
             console.print()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from newsletter import clock
 from newsletter.cli.context import AppContext, fail, pass_app
 from newsletter.db import session_scope
 from newsletter.db.subscribers import (
@@ -72,7 +73,7 @@ def sync_cmd(app: AppContext, dry_run: bool, verbose: bool) -> None:
     they were. Unsubscribed addresses stay unsubscribed whatever the YAML says.
     """
     directory = app.settings.newsletter.subscribers_dir
-    now = datetime.now(UTC)
+    now = clock.now()
     with Session(app.engine, expire_on_commit=False) as session:
         loaded, synced = sync_directory(session, directory, now=now)
         if dry_run:
@@ -125,7 +126,7 @@ def list_cmd(
         rows = list_subscribers(session, include_deleted=show_all or status == "deleted")
     if status:
         rows = [r for r in rows if r.status == status]
-    now = datetime.now(UTC)
+    now = clock.now()
     nl = app.settings.newsletter
     next_at = {
         r.id: next_send_at(r.schedule, now, nl.default_send_time, nl.timezone)

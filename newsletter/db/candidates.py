@@ -72,16 +72,21 @@ def window_start(
     last_end: datetime | None,
     owed_from: datetime | None = None,
     since: datetime | None = None,
+    first_planned: datetime | None = None,
 ) -> datetime:
     """Where a window ending at ``end`` starts (exclusive).
 
     At the end of the last digest that went out (sent, or skipped for want of
-    matches); for a first digest one period before ``end``, or back to where a failed
-    digest began, whose entries are still owed. ``since`` (inclusive) only widens it.
+    matches); for a first digest one period before ``end`` — or before the first
+    digest planned for the subscriber, if that one never went out — or back to where
+    a failed digest began, whose entries are still owed. ``since`` (inclusive) only
+    widens it.
     """
     start = last_end
     if start is None or start >= end:
         start = end - period_length(frequency)
+        if first_planned is not None:
+            start = min(start, first_planned - period_length(frequency))
         if owed_from is not None:
             start = min(start, owed_from)
     if since is not None:
@@ -105,7 +110,9 @@ def window_starts(
     """
     ids = list(dict.fromkeys(subscriber_ids))
     last = outbox_plan.last_windows(session, ids)
-    owed = outbox_plan.failed_window_starts(session, ids)
+    fresh = [sid for sid in ids if sid not in last or last[sid] >= end]
+    owed = outbox_plan.failed_window_starts(session, fresh) if fresh else {}
+    planned = outbox_plan.first_digest_created(session, fresh) if fresh else {}
     return {
         sid: window_start(
             frequency_of.get(sid, "daily"),
@@ -113,6 +120,7 @@ def window_starts(
             last_end=last.get(sid),
             owed_from=owed.get(sid),
             since=since,
+            first_planned=planned.get(sid),
         )
         for sid in ids
     }

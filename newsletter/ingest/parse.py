@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import feedparser
 
+from newsletter import clock
 from newsletter.config import FetchSettings
 from newsletter.domain import ParsedEntry
 from newsletter.errors import FeedError
@@ -92,7 +93,7 @@ def fetch_feed(
     now: datetime | None = None,
 ) -> FeedFetch:
     """Download and parse one feed; raise :class:`FeedError` when it yields nothing usable."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     got = download(url, settings, etag=etag, last_modified=last_modified)
     if got.status != "ok":
         return FeedFetch(download=got, status=got.status)
@@ -123,7 +124,7 @@ def parse_feed(
     Never raises for bad input: feedparser reports problems as ``bozo``, and an entry
     that cannot be normalised is skipped and logged.
     """
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     # HTTP headers only for HTTP: given any, feedparser insists on a Content-Type, which a
     # local file does not have. content-location is the base for relative links.
     response_headers = None

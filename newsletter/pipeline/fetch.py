@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from newsletter import clock as wallclock
 from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.db.entries import (
@@ -131,7 +132,7 @@ def fetch_feeds(
     progress: Progress | None = None,
 ) -> FetchReport:
     """Fetch the enabled feeds, or exactly ``names`` (even disabled ones), and store them."""
-    clock: Callable[[], datetime] = (lambda: now) if now else (lambda: datetime.now(UTC))
+    clock: Callable[[], datetime] = (lambda: now) if now else wallclock.now
     started = clock()
     configured = {f.name for f in settings.feeds}
     unknown = [n for n in names if n not in configured]

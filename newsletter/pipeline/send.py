@@ -34,12 +34,13 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from newsletter import clock as wallclock
 from newsletter.config import Settings
 from newsletter.db import core as db_core
 from newsletter.db import outbox, session_scope
@@ -162,7 +163,13 @@ class SendRun:
         frequency = {sid: freq for sid, (_, freq) in who.items()}
         starts = window_starts(session, ids, end=now, frequency_of=frequency)
         return [
-            DigestJob(c.subscriber_id, c.period, starts[c.subscriber_id], now, digest_id=c.id)
+            DigestJob(
+                c.subscriber_id,
+                c.period,
+                _earliest(starts[c.subscriber_id], c),
+                now,
+                digest_id=c.id,
+            )
             for c in claims
         ]
 
@@ -400,6 +407,18 @@ class SendRun:
             self.progress.advance(outcome, recipient)
 
 
+def _earliest(start: datetime, claim: outbox.Claim) -> datetime:
+    """The window's start, moved back to where the claimed row says it began at the latest.
+
+    A retried digest keeps its first window, and one that superseded others carries
+    theirs; entries already in a digest of the subscriber are left out whatever the
+    window (``candidates``), so starting earlier never sends anything twice.
+    """
+    if claim.window_start is not None and claim.window_start < start:
+        return claim.window_start
+    return start
+
+
 def _wait(stop: threading.Event, seconds: float) -> None:
     stop.wait(seconds)  # a stop request cuts the wait short
 
@@ -425,7 +444,7 @@ def send_due(
     """
     stop = stop or threading.Event()
     clock = Clock(
-        now=now or (lambda: datetime.now(UTC)),
+        now=now or wallclock.now,
         sleep=sleep or (lambda seconds: _wait(stop, seconds)),
     )
     ctx = RunContext(

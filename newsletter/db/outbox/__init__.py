@@ -15,6 +15,12 @@ SKIP LOCKED``; SQLite serialises writers already (``BEGIN IMMEDIATE`` in ``db.co
 A row in ``sending`` is never picked up again automatically: the process that set it
 may have handed the message to the server just before dying. ``settle`` resolves it.
 
+A ``pending`` row whose subscriber is due for a newer period is closed as ``skipped``
+(superseded) and hands its entries on: the newer row's ``window_start`` moves back to
+where the old one began ("starts no later than"), which the claim reads. Windows may
+always start earlier than strictly needed: an entry already in one of the subscriber's
+digests is never composed again, so nothing is sent twice.
+
 The package, one module per concern:
 
 - ``transitions``: the states above and every move between them;

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from newsletter.db.core import chunks, dialect_insert
 from newsletter.db.outbox.transitions import FAILED, PENDING, SENDING, SENT, SKIPPED
 from newsletter.db.suppressions import deliverable_clauses
 from newsletter.errors import DatabaseError
-from newsletter.models import Digest, Subscriber
+from newsletter.models import Digest, DigestEntry, Subscriber
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +111,9 @@ def ensure_digests(session: Session, due: Sequence[tuple[int, str]], *, now: dat
     """Create a pending digest for each due (subscriber, period) that has none; bulk.
 
     An older digest of the same subscriber still pending (say, yesterday's, waiting for
-    the SMTP server to come back) is closed as superseded: the new one carries
-    everything not yet sent, so the subscriber gets one digest, not two.
+    the SMTP server to come back, or settled with ``resend --send-again``) is closed as
+    superseded: the new one carries everything not yet sent, so the subscriber gets
+    one digest, not two (see :func:`_supersede`).
     """
     created = 0
     for chunk in chunks(list(due)):
@@ -138,28 +139,72 @@ def ensure_digests(session: Session, due: Sequence[tuple[int, str]], *, now: dat
     by_period: dict[str, list[int]] = defaultdict(list)
     for sid, period in due:
         by_period[period].append(sid)
-    newer = aliased(Digest)
     for period, sids in by_period.items():
         for ids in chunks(sids):
-            session.execute(
-                update(Digest)
-                .where(
-                    Digest.subscriber_id.in_(ids),
-                    Digest.status == PENDING,
-                    Digest.period != period,
-                    Digest.id
-                    < select(newer.id)
-                    .where(newer.subscriber_id == Digest.subscriber_id, newer.period == period)
-                    .scalar_subquery(),
-                )
-                .values(
-                    status=SKIPPED,
-                    error=f"superseded by the digest of {period}",
-                    claimed_by=None,
-                    lease_until=None,
-                )
-            )
+            _supersede(session, ids, period)
     return created
+
+
+def _supersede(session: Session, subscriber_ids: Sequence[int], period: str) -> None:
+    """Close the older pending digests of these subscribers in favour of ``period``'s.
+
+    Whatever an older digest was to carry goes into the new one: the new row's
+    ``window_start`` is moved back to the earliest start among them (the claim reads it
+    as "starts no later than"), the old rows lose their ``window_end`` so no window is
+    taken to start after them, and any entries still recorded for them are freed.
+    Entries already in a digest of the subscriber are never composed again, so a
+    wider window cannot send anything twice.
+    """
+    newer = aliased(Digest)
+    newer_id = (
+        select(newer.id)
+        .where(
+            newer.subscriber_id == Digest.subscriber_id,
+            newer.period == period,
+            newer.status == PENDING,  # only a digest still to go can carry them
+        )
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Digest.id, Digest.subscriber_id, Digest.window_start).where(
+            Digest.subscriber_id.in_(subscriber_ids),
+            Digest.status == PENDING,
+            Digest.period != period,
+            Digest.id < newer_id,
+        )
+    ).all()
+    if not rows:
+        return
+    floors: dict[int, datetime] = {}
+    for _, sid, start in rows:
+        if start is not None and (sid not in floors or start < floors[sid]):
+            floors[sid] = start
+    old_ids = [r.id for r in rows]
+    for chunk in chunks(old_ids):
+        session.execute(delete(DigestEntry).where(DigestEntry.digest_id.in_(chunk)))
+        session.execute(
+            update(Digest)
+            .where(Digest.id.in_(chunk), Digest.status == PENDING)
+            .values(
+                status=SKIPPED,
+                error=f"superseded by the digest of {period}, which carries its entries",
+                window_end=None,
+                claimed_by=None,
+                lease_until=None,
+                next_attempt_at=None,
+            )
+        )
+    for sid, start in floors.items():
+        session.execute(
+            update(Digest)
+            .where(
+                Digest.subscriber_id == sid,
+                Digest.period == period,
+                Digest.status == PENDING,
+                or_(Digest.window_start.is_(None), Digest.window_start > start),
+            )
+            .values(window_start=start)
+        )
 
 
 # -- what each subscriber has had -------------------------------------------------
@@ -200,4 +245,21 @@ def failed_window_starts(session: Session, subscriber_ids: Sequence[int]) -> dic
             .group_by(Digest.subscriber_id)
         )
         out.update({sid: start for sid, start in rows if start is not None})
+    return out
+
+
+def first_digest_created(session: Session, subscriber_ids: Sequence[int]) -> dict[int, datetime]:
+    """When each subscriber's first digest row was planned, whatever became of it.
+
+    A first digest that never went out (superseded before it was composed) still
+    owes what it would have carried: the window of the next one reaches back to it.
+    """
+    out: dict[int, datetime] = {}
+    for chunk in chunks(list(subscriber_ids)):
+        rows = session.execute(
+            select(Digest.subscriber_id, func.min(Digest.created_at))
+            .where(Digest.subscriber_id.in_(chunk))
+            .group_by(Digest.subscriber_id)
+        )
+        out.update({sid: at for sid, at in rows if at is not None})
     return out

@@ -34,6 +34,9 @@ class Claim:
     subscriber_id: int
     period: str
     attempts: int
+    # Where its window starts at the latest: kept from an earlier attempt of this
+    # digest, or handed on by the digests it superseded (``plan.ensure_digests``).
+    window_start: datetime | None = None
 
 
 MarkResult = Literal["ok", "lost", "stale"]
@@ -67,7 +70,7 @@ def claim_batch(
     if dead:
         free = or_(free, Digest.claimed_by.in_(dead))
     stmt = (
-        select(Digest.id, Digest.subscriber_id, Digest.period, Digest.attempts)
+        select(Digest.id, Digest.subscriber_id, Digest.period, Digest.attempts, Digest.window_start)
         .where(
             Digest.status == PENDING,
             or_(Digest.next_attempt_at.is_(None), Digest.next_attempt_at <= now),
@@ -80,7 +83,10 @@ def claim_batch(
         stmt = stmt.where(Digest.subscriber_id.in_(list(subscriber_ids)))
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=Digest)
-    claims = [Claim(r.id, r.subscriber_id, r.period, r.attempts) for r in session.execute(stmt)]
+    claims = [
+        Claim(r.id, r.subscriber_id, r.period, r.attempts, r.window_start)
+        for r in session.execute(stmt)
+    ]
     for chunk in chunks([c.id for c in claims]):
         session.execute(
             update(Digest)
