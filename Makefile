@@ -9,7 +9,7 @@ CONFIG ?= examples/newsletter.toml
 PYTEST_ARGS ?=
 N ?=
 
-.PHONY: demo test lint pytest bench clean venv
+.PHONY: demo test lint pytest bench soak clean venv
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -39,6 +39,14 @@ test: lint pytest
 # make bench [N=10000]: the send pipeline's speed on this machine (README, Performance)
 bench: venv
 	$(BIN)/python -m benchmarks.run $(if $(N),--n $(N),)
+
+# make soak [DAYS=30 SEEDS=1,2,3,4,5 DATABASE=sqlite|postgresql+psycopg://...]: a simulated
+# month of SMTP faults, kills and concurrent sends; non-zero on any duplicate, loss or hang
+DAYS ?= 30
+SEEDS ?= 1,2,3,4,5
+DATABASE ?= sqlite
+soak: venv
+	$(BIN)/python -m tests.soak --days $(DAYS) --seeds $(SEEDS) --database $(DATABASE)
 
 clean:
 	rm -rf $(VENV) outbox newsletter.db newsletter.db-* .pytest_cache .mypy_cache .ruff_cache
