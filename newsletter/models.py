@@ -6,6 +6,7 @@ migration in ``newsletter/migrations/versions`` so older databases upgrade in pl
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -39,6 +40,11 @@ NAMING = {
 
 def utcnow() -> datetime:
     return clock.now()
+
+
+def new_token_salt() -> str:
+    """128 random bits, hex: what binds a subscriber's links to this row of this database."""
+    return secrets.token_hex(16)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -153,6 +159,8 @@ class Subscriber(Base):
     source_hash: Mapped[str | None] = mapped_column(String(64))  # skip unchanged files on sync
     deleted_at: Mapped[datetime | None]  # its file went away: inactive, history kept
     token_version: Mapped[int] = mapped_column(Integer, default=1)  # bump to revoke links
+    # Random per row and signed into every token: links outlive no database rebuild.
+    token_salt: Mapped[str] = mapped_column(String(32), default=new_token_salt)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -5,8 +5,9 @@ as a deterministic authenticated encryption in the SIV style with HMAC-SHA256 as
 only primitive:
 
 * ``plaintext = subscriber_id (u64) || token_version (u32)``;
-* ``tag = HMAC(k_mac, FORMAT || list_id || plaintext)[:16]`` — the list id is bound as
-  associated data, so a token names its list without carrying it;
+* ``tag = HMAC(k_mac, FORMAT || list_id || salt || plaintext)[:16]`` — the list id and
+  the subscriber's random ``token_salt`` are bound as associated data, so a token names
+  its list and one particular subscriber row without carrying either;
 * ``ciphertext = plaintext XOR HMAC(k_enc, tag)[:12]`` — the tag is the synthetic IV.
 
 Neither the email nor the database id appears in clear: without the key the token is
@@ -15,6 +16,11 @@ secret with HMAC and distinct labels. The check recomputes the tag and compares 
 with :func:`hmac.compare_digest`. Tokens are deterministic, so a subscriber's link is
 stable (previews are reproducible, golden files stay golden); bumping the
 subscriber's ``token_version`` revokes every link made before.
+
+The salt is why a rebuilt database does not honour old links: ids are reused from 1,
+the secret may well be the same, but every new row gets a fresh salt, so a link sent
+to the old subscriber 7 does not open the new one. Format 1 tokens (before the salt)
+are refused.
 
 The secret comes from the environment variable named by ``[newsletter]
 secret_key_env`` (see :func:`secret_from_settings`).
@@ -29,7 +35,7 @@ import hmac
 import logging
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -39,7 +45,7 @@ from newsletter.errors import ConfigError, TokenError
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 1: before the per-subscriber salt; refused
 _PLAIN = struct.Struct(">QI")  # subscriber_id, token_version
 _TAG_BYTES = 16
 _TOKEN_BYTES = 1 + _PLAIN.size + _TAG_BYTES
@@ -63,8 +69,10 @@ def _subkey(secret: bytes, label: bytes) -> bytes:
     return hmac.digest(secret, b"newsletter/unsubscribe-token/" + label, "sha256")
 
 
-def _tag(secret: bytes, list_id: str, plain: bytes) -> bytes:
-    msg = bytes([FORMAT]) + list_id.encode("utf-8") + b"\x00" + plain
+def _tag(secret: bytes, list_id: str, salt: str, plain: bytes) -> bytes:
+    msg = (
+        bytes([FORMAT]) + list_id.encode("utf-8") + b"\x00" + salt.encode("utf-8") + b"\x00" + plain
+    )
     return hmac.digest(_subkey(secret, b"mac"), msg, "sha256")[:_TAG_BYTES]
 
 
@@ -78,20 +86,28 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
-def make_token(secret: bytes, *, subscriber_id: int, list_id: str, version: int) -> str:
-    """The opaque token for one subscriber of one list at one link generation."""
+def make_token(secret: bytes, *, subscriber_id: int, list_id: str, version: int, salt: str) -> str:
+    """The opaque token for one subscriber row of one list at one link generation."""
     if not secret:
         raise TokenError("empty secret")
+    if not salt:
+        raise TokenError("empty token salt")
     if not 0 <= subscriber_id < 2**64 or not 0 <= version < 2**32:
         raise TokenError(f"subscriber id or token version out of range: {subscriber_id}, {version}")
     plain = _PLAIN.pack(subscriber_id, version)
-    tag = _tag(secret, list_id, plain)
+    tag = _tag(secret, list_id, salt, plain)
     raw = bytes([FORMAT]) + _xor(plain, _keystream(secret, tag)) + tag
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def read_token(secret: bytes, token: str, *, list_id: str) -> TokenData:
+def read_token(
+    secret: bytes, token: str, *, list_id: str, salt_of: Callable[[int], str | None]
+) -> TokenData:
     """Check and open a token; :class:`TokenError` if it is malformed or not ours.
+
+    ``salt_of`` gives the stored ``token_salt`` of the subscriber id the token opens to
+    (None: no such row, so nothing to check against). The check needs it, so it is
+    asked before the signature is known good; the id alone unlocks nothing.
 
     It does not know about revocation: the caller compares ``version`` with the
     subscriber's current ``token_version``.
@@ -104,13 +120,18 @@ def read_token(secret: bytes, token: str, *, list_id: str) -> TokenData:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as e:
         raise TokenError("malformed token") from e
-    if len(raw) != _TOKEN_BYTES or raw[0] != FORMAT:
+    if len(raw) != _TOKEN_BYTES:
+        raise TokenError("malformed token")
+    if raw[0] == 1:
+        raise TokenError("link from before tokens were bound to the subscriber (format 1)")
+    if raw[0] != FORMAT:
         raise TokenError("malformed token")
     cipher, tag = raw[1 : 1 + _PLAIN.size], raw[1 + _PLAIN.size :]
     plain = _xor(cipher, _keystream(secret, tag))
-    if not hmac.compare_digest(_tag(secret, list_id, plain), tag):
-        raise TokenError("invalid token signature")
     subscriber_id, version = _PLAIN.unpack(plain)
+    salt = salt_of(subscriber_id)
+    if not salt or not hmac.compare_digest(_tag(secret, list_id, salt, plain), tag):
+        raise TokenError("invalid token signature")
     return TokenData(subscriber_id=subscriber_id, version=version)
 
 

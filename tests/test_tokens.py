@@ -26,6 +26,11 @@ from newsletter.tokens import (
 
 SECRET = b"test-secret-0123456789abcdef"
 LIST = "digest.example.org"
+SALT = "5a17" * 8  # a subscriber's token_salt
+
+
+def _salts(subscriber_id: int) -> str:
+    return SALT
 
 
 def _decode(token: str) -> bytes:
@@ -37,16 +42,20 @@ def _decode(token: str) -> bytes:
     version=st.integers(min_value=0, max_value=2**32 - 1),
 )
 def test_round_trip(subscriber_id: int, version: int) -> None:
-    token = make_token(SECRET, subscriber_id=subscriber_id, list_id=LIST, version=version)
+    token = make_token(
+        SECRET, subscriber_id=subscriber_id, list_id=LIST, version=version, salt=SALT
+    )
     assert re.fullmatch(r"[A-Za-z0-9_-]{39}", token)
-    assert read_token(SECRET, token, list_id=LIST) == TokenData(subscriber_id, version)
+    assert read_token(SECRET, token, list_id=LIST, salt_of=_salts) == TokenData(
+        subscriber_id, version
+    )
 
 
 def test_tokens_are_stable_across_versions_of_the_code() -> None:
-    # Links already sent must keep working: these values were made by the first version.
+    # Links already sent must keep working: these values were made by format 2.
     assert (
-        make_token(b"k" * 32, subscriber_id=42, list_id=LIST, version=3)
-        == "ATnWop13bc2LYeuuwAvD4Ya-X5n3H0a9wlnmQTg"
+        make_token(b"k" * 32, subscriber_id=42, list_id=LIST, version=3, salt=SALT)
+        == "AuoC0CxQRcjbrGwUj_P_4PDcgtpx-NWeDozLC6Q"
     )
     assert (
         make_token(
@@ -54,20 +63,52 @@ def test_tokens_are_stable_across_versions_of_the_code() -> None:
             subscriber_id=2**63 + 5,
             list_id="listé.example",
             version=2**32 - 1,
+            salt=SALT,
         )
-        == "AZMNzpzN0NDusidevy4jbRFXB3fO4K14oeumMWo"
+        == "Ah1_YXPUhEkC35zowVczdw3xz-HH4dK9kGObHvs"
     )
     assert form_key(b"k" * 32, "tok", "unsubscribe") == "3fw2q9XHQmsJqJ9AdykfJQ"
 
 
+def test_format_1_tokens_from_before_the_salt_are_refused() -> None:
+    # Made by the first version (no salt): valid then, for the same secret and list.
+    with pytest.raises(TokenError, match="format 1"):
+        read_token(
+            b"k" * 32, "ATnWop13bc2LYeuuwAvD4Ya-X5n3H0a9wlnmQTg", list_id=LIST, salt_of=_salts
+        )
+
+
+def test_token_is_bound_to_the_salt_of_its_row() -> None:
+    token = make_token(SECRET, subscriber_id=7, list_id=LIST, version=1, salt=SALT)
+    asked: list[int] = []
+
+    def other_row(subscriber_id: int) -> str:
+        asked.append(subscriber_id)
+        return "0" * 32  # subscriber 7 of a rebuilt database: same id, new salt
+
+    with pytest.raises(TokenError, match="signature"):
+        read_token(SECRET, token, list_id=LIST, salt_of=other_row)
+    assert asked == [7]
+    with pytest.raises(TokenError, match="signature"):
+        read_token(SECRET, token, list_id=LIST, salt_of=lambda _sid: None)  # no such row
+    assert (
+        make_token(SECRET, subscriber_id=7, list_id=LIST, version=1, salt="0" * 32) != token
+        and len(token) == 39
+    )
+    with pytest.raises(TokenError):
+        make_token(SECRET, subscriber_id=7, list_id=LIST, version=1, salt="")
+
+
 def test_deterministic_and_distinct() -> None:
-    a = make_token(SECRET, subscriber_id=7, list_id=LIST, version=1)
-    assert a == make_token(SECRET, subscriber_id=7, list_id=LIST, version=1)
+    a = make_token(SECRET, subscriber_id=7, list_id=LIST, version=1, salt=SALT)
+    assert a == make_token(SECRET, subscriber_id=7, list_id=LIST, version=1, salt=SALT)
     others = {
-        make_token(SECRET, subscriber_id=8, list_id=LIST, version=1),
-        make_token(SECRET, subscriber_id=7, list_id=LIST, version=2),
-        make_token(SECRET, subscriber_id=7, list_id="other.example.org", version=1),
-        make_token(b"another-secret-0123456789", subscriber_id=7, list_id=LIST, version=1),
+        make_token(SECRET, subscriber_id=8, list_id=LIST, version=1, salt=SALT),
+        make_token(SECRET, subscriber_id=7, list_id=LIST, version=2, salt=SALT),
+        make_token(SECRET, subscriber_id=7, list_id="other.example.org", version=1, salt=SALT),
+        make_token(
+            b"another-secret-0123456789", subscriber_id=7, list_id=LIST, version=1, salt=SALT
+        ),
     }
     assert a not in others and len(others) == 4
 
@@ -75,7 +116,8 @@ def test_deterministic_and_distinct() -> None:
 def test_no_id_in_clear() -> None:
     """Consecutive ids give unrelated tokens: the id is not readable or guessable."""
     raws = [
-        _decode(make_token(SECRET, subscriber_id=i, list_id=LIST, version=1)) for i in range(64)
+        _decode(make_token(SECRET, subscriber_id=i, list_id=LIST, version=1, salt=SALT))
+        for i in range(64)
     ]
     for i, raw in enumerate(raws):
         assert i.to_bytes(8, "big") not in raw
@@ -86,15 +128,15 @@ def test_no_id_in_clear() -> None:
 
 
 def test_wrong_secret_or_list_rejected() -> None:
-    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3)
+    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3, salt=SALT)
     with pytest.raises(TokenError):
-        read_token(b"wrong-secret-0123456789abc", token, list_id=LIST)
+        read_token(b"wrong-secret-0123456789abc", token, list_id=LIST, salt_of=_salts)
     with pytest.raises(TokenError):
-        read_token(SECRET, token, list_id="other.example.org")
+        read_token(SECRET, token, list_id="other.example.org", salt_of=_salts)
 
 
 def test_every_single_bit_flip_rejected() -> None:
-    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3)
+    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3, salt=SALT)
     raw = bytearray(_decode(token))
     for i in range(len(raw)):
         for bit in range(8):
@@ -102,7 +144,7 @@ def test_every_single_bit_flip_rejected() -> None:
             bad[i] ^= 1 << bit
             forged = base64.urlsafe_b64encode(bytes(bad)).rstrip(b"=").decode()
             with pytest.raises(TokenError):
-                read_token(SECRET, forged, list_id=LIST)
+                read_token(SECRET, forged, list_id=LIST, salt_of=_salts)
 
 
 @pytest.mark.parametrize(
@@ -111,23 +153,23 @@ def test_every_single_bit_flip_rejected() -> None:
 )
 def test_malformed_rejected(token: str) -> None:
     with pytest.raises(TokenError):
-        read_token(SECRET, token, list_id=LIST)
+        read_token(SECRET, token, list_id=LIST, salt_of=_salts)
 
 
 def test_truncated_rejected() -> None:
-    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3)
+    token = make_token(SECRET, subscriber_id=42, list_id=LIST, version=3, salt=SALT)
     for cut in (1, 5, 20):
         with pytest.raises(TokenError):
-            read_token(SECRET, token[:-cut], list_id=LIST)
+            read_token(SECRET, token[:-cut], list_id=LIST, salt_of=_salts)
 
 
 def test_out_of_range_and_empty_secret() -> None:
     with pytest.raises(TokenError):
-        make_token(SECRET, subscriber_id=-1, list_id=LIST, version=1)
+        make_token(SECRET, subscriber_id=-1, list_id=LIST, version=1, salt=SALT)
     with pytest.raises(TokenError):
-        make_token(SECRET, subscriber_id=1, list_id=LIST, version=2**32)
+        make_token(SECRET, subscriber_id=1, list_id=LIST, version=2**32, salt=SALT)
     with pytest.raises(TokenError):
-        make_token(b"", subscriber_id=1, list_id=LIST, version=1)
+        make_token(b"", subscriber_id=1, list_id=LIST, version=1, salt=SALT)
 
 
 def test_urls() -> None:
@@ -137,8 +179,8 @@ def test_urls() -> None:
 
 
 def test_form_key_bound_to_token_and_action() -> None:
-    t1 = make_token(SECRET, subscriber_id=1, list_id=LIST, version=1)
-    t2 = make_token(SECRET, subscriber_id=2, list_id=LIST, version=1)
+    t1 = make_token(SECRET, subscriber_id=1, list_id=LIST, version=1, salt=SALT)
+    t2 = make_token(SECRET, subscriber_id=2, list_id=LIST, version=1, salt=SALT)
     key = form_key(SECRET, t1, "unsubscribe")
     assert check_form_key(SECRET, t1, "unsubscribe", key)
     assert not check_form_key(SECRET, t2, "unsubscribe", key)

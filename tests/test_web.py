@@ -49,6 +49,13 @@ LIST_ID = "digest.test.example"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
+def salt_of(engine: Engine, subscriber_id: int) -> str:
+    """The stored ``token_salt`` a link for this subscriber is signed with."""
+    with session_scope(engine) as s:
+        sub = s.get(Subscriber, subscriber_id)
+        return sub.token_salt if sub is not None else "no-such-row"
+
+
 @dataclass
 class Site:
     app: Flask
@@ -66,7 +73,13 @@ class Site:
             return sub.id
 
     def token(self, subscriber_id: int, version: int = 1) -> str:
-        return make_token(SECRET, subscriber_id=subscriber_id, list_id=LIST_ID, version=version)
+        return make_token(
+            SECRET,
+            subscriber_id=subscriber_id,
+            list_id=LIST_ID,
+            version=version,
+            salt=salt_of(self.engine, subscriber_id),
+        )
 
     def suppressions(self) -> list[tuple[str, str, int | None]]:
         with session_scope(self.engine) as s:
@@ -201,9 +214,19 @@ def test_token_signed_with_another_secret_or_list(site: Site) -> None:
     sid = site.add_subscriber()
     for token in (
         make_token(
-            b"another-secret-0123456789abcdef", subscriber_id=sid, list_id=LIST_ID, version=1
+            b"another-secret-0123456789abcdef",
+            subscriber_id=sid,
+            list_id=LIST_ID,
+            version=1,
+            salt=salt_of(site.engine, sid),
         ),
-        make_token(SECRET, subscriber_id=sid, list_id="another.list", version=1),
+        make_token(
+            SECRET,
+            subscriber_id=sid,
+            list_id="another.list",
+            version=1,
+            salt=salt_of(site.engine, sid),
+        ),
     ):
         assert site.client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 400
     assert site.suppressions() == []
@@ -316,7 +339,7 @@ def test_database_down_is_503_and_retryable(tmp_path: Path) -> None:
     broken = create_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
     settings = settings_from_mapping({"newsletter": {"list_id": LIST_ID}}, env={})
     client = create_app(settings, broken, secret=SECRET).test_client()
-    token = make_token(SECRET, subscriber_id=1, list_id=LIST_ID, version=1)
+    token = make_token(SECRET, subscriber_id=1, list_id=LIST_ID, version=1, salt="x" * 32)
     r = client.post(f"/unsubscribe/{token}", data=ONE_CLICK)
     assert (r.status_code, r.text) == (503, "temporarily unavailable\n")
     assert r.headers["Retry-After"] == "120"
@@ -457,7 +480,13 @@ def test_gunicorn_serves_the_wsgi_factory(engine: Engine, db_url: str, tmp_path:
     pytest.importorskip("gunicorn", reason="gunicorn is in the 'web' and 'dev' extras")
     sid = _add_subscriber(engine)
     secret = "gunicorn-test-secret-0123456789"
-    token = make_token(secret.encode(), subscriber_id=sid, list_id=LIST_ID, version=1)
+    token = make_token(
+        secret.encode(),
+        subscriber_id=sid,
+        list_id=LIST_ID,
+        version=1,
+        salt=salt_of(engine, sid),
+    )
     cfg = _write_config(tmp_path, db_url)
     proc = subprocess.Popen(
         [
@@ -523,7 +552,11 @@ def test_serve_command_in_preview_mode(engine: Engine, db_url: str, tmp_path: Pa
     cfg = _write_config(tmp_path, db_url)
     settings = load_settings(cfg, env={})
     token = make_token(
-        secret_from_settings(settings, env={}), subscriber_id=sid, list_id=LIST_ID, version=1
+        secret_from_settings(settings, env={}),
+        subscriber_id=sid,
+        list_id=LIST_ID,
+        version=1,
+        salt=salt_of(engine, sid),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "--config", str(cfg), "serve", "--port", "0"],

@@ -286,6 +286,19 @@ def subscriber_id(session: Session, email: str) -> int | None:
     return session.scalar(select(Subscriber.id).where(Subscriber.email == email.strip().lower()))
 
 
+def link_keys(session: Session, ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """Each subscriber's (token_version, token_salt), in bulk: what a link token needs."""
+    out: dict[int, tuple[int, str]] = {}
+    for chunk in chunks(list(ids)):
+        rows = session.execute(
+            select(Subscriber.id, Subscriber.token_version, Subscriber.token_salt).where(
+                Subscriber.id.in_(chunk)
+            )
+        )
+        out.update({sid: (version, salt) for sid, version, salt in rows})
+    return out
+
+
 def token_versions(session: Session, ids: Sequence[int]) -> dict[int, int]:
     """Each subscriber's unsubscribe-link version, in bulk."""
     out: dict[int, int] = {}

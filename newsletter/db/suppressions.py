@@ -46,6 +46,7 @@ class LinkTarget:
     email: str
     name: str | None
     token_version: int
+    token_salt: str
     deleted: bool
     profile: dict[str, Any]
     frequency: str
@@ -151,6 +152,7 @@ def link_target(session: Session, subscriber_id: int) -> LinkTarget | None:
         email=sub.email,
         name=sub.name,
         token_version=sub.token_version,
+        token_salt=sub.token_salt,
         deleted=sub.deleted_at is not None,
         profile=dict(sub.profile or {}),
         frequency=sub.frequency,

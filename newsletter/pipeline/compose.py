@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from newsletter import tokens
 from newsletter.config import Settings
 from newsletter.db.candidates import CandidateWindow, candidate_windows
-from newsletter.db.subscribers import load_profiles, token_versions
+from newsletter.db.subscribers import link_keys, load_profiles
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
 from newsletter.matching import Matcher
@@ -79,11 +79,15 @@ class Composer:
             known = self._matcher = Matcher(articles)
         return known
 
-    def links(self, subscriber_id: int, version: int) -> tuple[str, str]:
+    def links(self, subscriber_id: int, version: int, salt: str) -> tuple[str, str]:
         """(unsubscribe URL, preferences URL) for the footer and ``List-Unsubscribe``."""
         nl = self.settings.newsletter
         token = tokens.make_token(
-            self.secret, subscriber_id=subscriber_id, list_id=nl.list_id, version=version
+            self.secret,
+            subscriber_id=subscriber_id,
+            list_id=nl.list_id,
+            version=version,
+            salt=salt,
         )
         return tokens.unsubscribe_url(nl.base_url, token), tokens.preferences_url(
             nl.base_url, token
@@ -176,7 +180,7 @@ class Composer:
             return []
         ids = [j.subscriber_id for j in jobs]
         profiles = load_profiles(session, ids)
-        versions = token_versions(session, ids)
+        keys = link_keys(session, ids)
         articles, windows = self._windows(session, jobs, profiles)
         matcher = self._matcher_for(list(articles.values()))
         matcher.prepare(profiles.values())
@@ -185,7 +189,8 @@ class Composer:
         for job in jobs:
             profile = profiles.get(job.subscriber_id)
             window = windows.get(job.subscriber_id)
-            if profile is None or window is None:
+            key = keys.get(job.subscriber_id)
+            if profile is None or window is None or key is None:
                 log.info("subscriber %d is gone or unsubscribed; no digest", job.subscriber_id)
                 continue
             matches = tuple(
@@ -195,9 +200,7 @@ class Composer:
                     limit=profile.max_items or nl.max_items,
                 )
             )
-            unsubscribe, preferences = self.links(
-                job.subscriber_id, versions.get(job.subscriber_id, 1)
-            )
+            unsubscribe, preferences = self.links(job.subscriber_id, *key)
             day = period_day(job.period, profile)
             try:
                 email = self.renderer.render(

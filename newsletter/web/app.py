@@ -30,15 +30,17 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from newsletter.config import Settings, bundled_dir, load_settings
 from newsletter.db import connect, current_revision, head_revision
 from newsletter.errors import DatabaseError
 from newsletter.tokens import secret_from_settings
 from newsletter.web.context import EXTENSION, WebContext, web_context
-from newsletter.web.routes import is_one_click, links, site
+from newsletter.web.logsafe import guard
+from newsletter.web.routes import is_one_click, links, request_label, site
 
-log = logging.getLogger(__name__)
+log = guard(logging.getLogger(__name__))
 
 _CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -71,7 +73,7 @@ def _headers(resp: Response) -> Response:
 
 def _db_down(e: Exception) -> tuple[str | Response, int, dict[str, str]]:
     # 503 + Retry-After: mail providers retry a one-click POST later.
-    log.error("database error on %s %s: %s", request.method, request.path, e)
+    log.error("database error on %s: %s", request_label(), e)
     retry = {"Retry-After": "120"}
     if request.method == "POST" and is_one_click():
         return Response("temporarily unavailable\n", mimetype="text/plain"), 503, retry
@@ -83,12 +85,18 @@ def _db_down(e: Exception) -> tuple[str | Response, int, dict[str, str]]:
     return body, 503, retry
 
 
-def _http_error(e: HTTPException) -> tuple[str, int]:
+def _http_error(e: HTTPException) -> WerkzeugResponse:
+    # Start from werkzeug's own response so its headers (Allow on a 405, Retry-After...)
+    # survive; only the body is ours.
     code = e.code or 500
-    body = render_template(
-        "web/error.html", title=f"{code} {e.name}", message="There is nothing here."
+    resp = e.get_response()
+    resp.set_data(
+        render_template(
+            "web/error.html", title=f"{code} {e.name}", message="There is nothing here."
+        )
     )
-    return body, code
+    resp.content_type = "text/html; charset=utf-8"
+    return resp
 
 
 def create_app(
@@ -112,6 +120,9 @@ def create_app(
         engine=engine if engine is not None else connect(settings.database.url),
         secret=secret if secret is not None else secret_from_settings(settings),
     )
+    # No "//" -> "/" redirect: werkzeug would build its Location from the client's Host
+    # header (an open redirect carrying a token). A doubled slash is a 404 instead.
+    app.url_map.merge_slashes = False
     app.register_blueprint(links)
     app.register_blueprint(site)
     app.context_processor(_globals)

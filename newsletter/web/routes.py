@@ -29,8 +29,9 @@ from newsletter.db.suppressions import (
 from newsletter.errors import TokenError
 from newsletter.tokens import check_form_key, form_key, read_token
 from newsletter.web.context import ONE_CLICK_KEY, ONE_CLICK_VALUE, web_context
+from newsletter.web.logsafe import guard, token_id
 
-log = logging.getLogger(__name__)
+log = guard(logging.getLogger(__name__))
 
 links = Blueprint("links", __name__)  # everything a link in an email leads to
 site = Blueprint("site", __name__)  # the rest: the style sheet, the health check
@@ -70,8 +71,15 @@ def is_one_click() -> bool:
     return request.form.get(ONE_CLICK_KEY) == ONE_CLICK_VALUE
 
 
+def request_label() -> str:
+    """``POST /unsubscribe/<token> token=1a2b3c4d``: the route, never the path itself."""
+    rule = request.url_rule.rule if request.url_rule is not None else "(no route)"
+    token = (request.view_args or {}).get("token")
+    return f"{request.method} {rule}" + (f" token={token_id(token)}" if token else "")
+
+
 def _invalid(reason: str, *, plain: bool = False) -> tuple[str | Response, int]:
-    log.info("rejected link: %s (%s %s)", reason, request.method, request.path)
+    log.info("rejected link: %s (%s)", reason, request_label())
     if plain:
         return Response("invalid or expired unsubscribe link\n", mimetype="text/plain"), 400
     return render_template("web/invalid.html"), 400
@@ -79,14 +87,24 @@ def _invalid(reason: str, *, plain: bool = False) -> tuple[str | Response, int]:
 
 def _resolve(session: Session, token: str) -> tuple[LinkTarget | None, str]:
     """The subscriber a token names, or None and why not."""
+    seen: dict[int, LinkTarget | None] = {}
+
+    def salt_of(subscriber_id: int) -> str | None:
+        seen[subscriber_id] = target = link_target(session, subscriber_id)
+        return target.token_salt if target is not None else None
+
     try:
         data = read_token(
-            web_context().secret, token, list_id=web_context().settings.newsletter.list_id
+            web_context().secret,
+            token,
+            list_id=web_context().settings.newsletter.list_id,
+            salt_of=salt_of,
         )
     except TokenError as e:
+        # A missing row and a wrong salt look alike: the id of an unsigned token is noise.
         return None, str(e)
-    target = link_target(session, data.subscriber_id)
-    if target is None:
+    target = seen[data.subscriber_id]
+    if target is None:  # not reached: read_token refuses a token with no row to check
         return None, f"subscriber {data.subscriber_id} no longer exists"
     if target.deleted:
         return None, f"subscriber {target.id} was deleted"
