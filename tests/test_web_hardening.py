@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, insert, select, text
 
 from newsletter.config import settings_from_mapping
 from newsletter.db import connect, session_scope, upgrade
@@ -149,3 +149,14 @@ def test_migration_backfills_a_random_salt_per_row(db_url: str) -> None:
         assert all(len(salt) == 32 and int(salt, 16) >= 0 for salt in salts)
     finally:
         eng.dispose()
+
+
+def test_bulk_inserted_subscribers_each_get_their_own_salt(engine: Engine) -> None:
+    """``subscribers sync`` inserts in bulk: the column default still runs per row."""
+    with session_scope(engine) as s:
+        s.execute(
+            insert(Subscriber), [{"email": f"u{i}@example.org", "profile": {}} for i in range(5)]
+        )
+    with session_scope(engine) as s:
+        salts = s.scalars(select(Subscriber.token_salt)).all()
+    assert len(set(salts)) == 5 and all(len(salt) == 32 for salt in salts)
