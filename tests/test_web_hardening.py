@@ -160,3 +160,13 @@ def test_bulk_inserted_subscribers_each_get_their_own_salt(engine: Engine) -> No
     with session_scope(engine) as s:
         salts = s.scalars(select(Subscriber.token_salt)).all()
     assert len(set(salts)) == 5 and all(len(salt) == 32 for salt in salts)
+
+
+def test_forged_token_opening_to_a_huge_id_is_400_not_503(client: FlaskClient) -> None:
+    """The id comes out of decryption before the signature is checked: it can be anything."""
+    forged = make_token(
+        b"not-the-site-secret-0123456789", subscriber_id=2**63, list_id=LIST_ID, version=1, salt="x"
+    )
+    for token in (forged, "A" + forged[1:]):
+        assert client.get(f"/unsubscribe/{token}").status_code == 400
+        assert client.post(f"/unsubscribe/{token}", data=ONE_CLICK).status_code == 400

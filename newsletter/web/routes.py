@@ -90,6 +90,11 @@ def _resolve(session: Session, token: str) -> tuple[LinkTarget | None, str]:
     seen: dict[int, LinkTarget | None] = {}
 
     def salt_of(subscriber_id: int) -> str | None:
+        # A forged token opens to a random u64: past the id column's range (32-bit on
+        # PostgreSQL) it names no row, and asking the database would be an error.
+        if not 0 < subscriber_id < 2**31:
+            seen[subscriber_id] = None
+            return None
         seen[subscriber_id] = target = link_target(session, subscriber_id)
         return target.token_salt if target is not None else None
 
