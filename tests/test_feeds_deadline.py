@@ -87,7 +87,7 @@ def test_trickling_server_is_cut_off_at_the_deadline(trickler: Trickler) -> None
         download(f"http://127.0.0.1:{trickler.port}/feed", settings)
     elapsed = time.monotonic() - started
     # A correctness bound, not a speed target: the trickle would take 40+ s.
-    assert elapsed < TIMEOUT + 3
+    assert elapsed < TIMEOUT + 10
     m = re.search(r": timed out after (\d+\.\d) s$", str(info.value))
     assert m, str(info.value)
     assert float(m.group(1)) >= TIMEOUT  # says the time it took, which is at least the limit

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -191,7 +190,6 @@ def test_whole_feedparser_corpus_ingests(engine: Engine, tmp_path: Path) -> None
     assert len(files) > 700, f"corpus missing at {CORPUS}"
     feeds = {str(p.relative_to(CORPUS)): str(p) for p in files}
     settings = settings_for(feeds, tmp_path, fetch={"workers": 2})
-    started = time.monotonic()
     report = fetch_feeds(engine, settings, now=T0)
     assert len(report.feeds) == len(files)
     statuses = {f.status for f in report.feeds}
@@ -213,4 +211,3 @@ def test_whole_feedparser_corpus_ingests(engine: Engine, tmp_path: Path) -> None
     with session_scope(engine) as s:
         run = last_run(s, "fetch")
         assert run is not None and run.summary["totals"]["feeds"] == len(files)
-    assert time.monotonic() - started < 60  # generous; it takes a few seconds
