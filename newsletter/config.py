@@ -68,6 +68,9 @@ class NewsletterSettings:
     compose_workers: int = 1  # processes composing digests in parallel (send and run)
     max_email_bytes: int = 90_000  # Gmail clips at ~102 KB; leave room for headers
     noun: str = "entry"  # what the copy calls an entry ("3 new entries"); feeds may override
+    # A sync refuses to deactivate more than this share of the subscribers at once (or
+    # all of them) without --allow-mass-deactivation: an empty directory is not "all left".
+    max_deactivate_share: float = 0.2
 
     @property
     def default_send_time(self) -> time:
@@ -297,6 +300,12 @@ def _validate(s: Settings, where: str) -> None:
             path=where,
             key="newsletter.timezone",
         ) from e
+    if not 0 <= n.max_deactivate_share <= 1:
+        raise ConfigError(
+            f"expected a share between 0 and 1 (0.2 = 20 %), got {n.max_deactivate_share!r}",
+            path=where,
+            key="newsletter.max_deactivate_share",
+        )
     if not n.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"expected an http(s):// URL, got {n.base_url!r}", path=where, key="newsletter.base_url"

@@ -88,3 +88,11 @@ class DeliveryError(NewsletterError):
 
 class TokenError(NewsletterError):
     """An unsubscribe token is malformed, tampered with or revoked."""
+
+
+class SyncRefused(NewsletterError):
+    """A sync would deactivate everybody, or more than the allowed share, at once.
+
+    That is what an unmounted volume or a wrong ``subscribers_dir`` looks like; nothing
+    is changed until the operator confirms with ``--allow-mass-deactivation``.
+    """

@@ -65,17 +65,25 @@ def check_cmd(app: AppContext, path: Path | None) -> None:
 @subscribers_group.command("sync")
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="List every created and updated address.")
+@click.option(
+    "--allow-mass-deactivation",
+    is_flag=True,
+    help="Deactivate even if that is everybody or more than max_deactivate_share.",
+)
 @pass_app
-def sync_cmd(app: AppContext, dry_run: bool, verbose: bool) -> None:
+def sync_cmd(app: AppContext, dry_run: bool, verbose: bool, allow_mass_deactivation: bool) -> None:
     """Apply the profiles to the database: create, update, deactivate.
 
     Invalid profiles, and every subscriber of a file that cannot be read, are left as
     they were. Unsubscribed addresses stay unsubscribed whatever the YAML says.
+    Deactivating everybody, or more than ``max_deactivate_share``, needs
+    --allow-mass-deactivation.
     """
     directory = app.settings.newsletter.subscribers_dir
     now = clock.now()
+    share = None if allow_mass_deactivation else app.settings.newsletter.max_deactivate_share
     with Session(app.engine, expire_on_commit=False) as session:
-        loaded, synced = sync_directory(session, directory, now=now)
+        loaded, synced = sync_directory(session, directory, now=now, max_deactivate_share=share)
         if dry_run:
             session.rollback()
         else:
@@ -98,9 +106,16 @@ def sync_cmd(app: AppContext, dry_run: bool, verbose: bool) -> None:
     for label, emails in lines:
         for email in emails:
             click.echo(f"  {label}: {email}")
+    for source, old, new in synced.moved:
+        click.echo(
+            f"  address changed in {source}: {old} -> {new} "
+            f"(a new subscriber; {old} deactivated, its history stays with it)"
+        )
+    for source, email, message in synced.failed:
+        click.echo(f"{source}: {email}: {message}; left as it was", err=True)
     for source in sorted(loaded.failed_files):
         click.echo(f"  left as they were: the subscribers of {source} (it has problems)")
-    if loaded.problems:
+    if loaded.problems or synced.failed:
         raise SystemExit(1)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +59,21 @@ def _sqlite_begin_deferred(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file as 0600 (its directory 0700 if new) before SQLite does.
+
+    The database holds addresses and profiles; SQLite gives its ``-wal``/``-shm`` files
+    the main file's mode, so they are private too. An existing file keeps its mode.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        pass  # e.g. a read-only directory: let SQLite report it in its own words
+
+
 def connect(
     url: str, *, echo: bool = False, migrate: bool = True, read_only: bool = False
 ) -> Engine:
@@ -74,7 +91,7 @@ def connect(
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite:
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database).expanduser())
         kwargs["connect_args"] = {"timeout": 30, "isolation_level": None}
     else:
         kwargs["pool_pre_ping"] = True

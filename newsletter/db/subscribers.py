@@ -18,12 +18,13 @@ from functools import lru_cache
 from typing import Any, Literal, cast, get_args
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.db.core import chunks
 from newsletter.db.suppressions import deliverable_clauses, suppressed_clause
 from newsletter.domain import FIELDS, Field, Frequency, Keyword, Profile
-from newsletter.errors import DatabaseError
+from newsletter.errors import DatabaseError, SyncRefused
 from newsletter.models import Subscriber, Suppression
 from newsletter.periods import Schedule
 
@@ -157,6 +158,10 @@ class SyncResult:
     unchanged: int = 0
     held: tuple[str, ...] = ()  # invalid somewhere: left exactly as they were
     suppressed: tuple[str, ...] = ()  # active in YAML but unsubscribed: they stay so
+    # (file, old, new): the one address that left a file and the one that came into it
+    moved: tuple[tuple[str, str, str], ...] = ()
+    # (file, address, message): a database error on this profile; left as it was
+    failed: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def changed(self) -> int:
@@ -170,6 +175,7 @@ def sync_subscribers(
     now: datetime,
     keep_files: Collection[str] = (),
     keep_emails: Collection[str] = (),
+    max_deactivate_share: float | None = None,
 ) -> SyncResult:
     """Make ``subscribers`` follow ``profiles`` (all valid profiles of the directory).
 
@@ -178,6 +184,11 @@ def sync_subscribers(
     set. Left exactly as they are: addresses in ``keep_emails`` (their profile is
     invalid or duplicated) and subscribers that came from a file in ``keep_files``
     (it failed to read, so we cannot tell who is still in it). Idempotent.
+
+    ``max_deactivate_share`` (0..1, None: no limit): raise :class:`SyncRefused`, before
+    writing anything, when the sync would deactivate every current subscriber, or more
+    than this share of them (and more than one). A database error on one profile is
+    kept to that profile (savepoints) and reported in ``failed``.
     """
     rows = [profile_row(p) for p in profiles]
     by_email = {r["email"]: r for r in rows}
@@ -217,11 +228,13 @@ def sync_subscribers(
     to_insert = [
         {**r, "created_at": now, "updated_at": now} for r in rows if r["email"] not in known
     ]
+    current = sum(1 for *_, deleted_at in existing if deleted_at is None)
+    if max_deactivate_share is not None:
+        _refuse_mass_deactivation(len(deactivated), current, max_deactivate_share)
 
-    if to_insert:
-        session.execute(insert(Subscriber), to_insert)
-    if to_update:
-        session.execute(update(Subscriber), to_update)
+    failed: list[tuple[str, str, str]] = []
+    inserted = _apply_rows(session, insert(Subscriber), to_insert, failed)
+    updated = [r["email"] for r in _apply_rows(session, update(Subscriber), to_update, failed)]
     for chunk in chunks(to_deactivate):
         session.execute(
             update(Subscriber)
@@ -230,14 +243,67 @@ def sync_subscribers(
         )
     wanted_active = [r["email"] for r in rows if r["active"]]
     suppressed = sorted(_suppressed_among(session, wanted_active))
+    sources = {sid: source for sid, _e, _d, source, _del in existing}
+    gone_by_file: dict[str, list[str]] = {}
+    for sid, email in zip(to_deactivate, deactivated, strict=True):
+        gone_by_file.setdefault(sources[sid] or "", []).append(email)
+    moved: list[tuple[str, str, str]] = []
+    for r in inserted:
+        gone = gone_by_file.get(r["source_file"] or "")
+        came = [i for i in inserted if i["source_file"] == r["source_file"]]
+        if gone and len(gone) == 1 and len(came) == 1:
+            moved.append((r["source_file"], gone[0], r["email"]))
     return SyncResult(
-        created=tuple(r["email"] for r in to_insert),
+        created=tuple(r["email"] for r in inserted),
         updated=tuple(updated),
         deactivated=tuple(deactivated),
         unchanged=unchanged,
         held=tuple(sorted(keep_emails & set(known))),
         suppressed=tuple(suppressed),
+        moved=tuple(sorted(moved)),
+        failed=tuple(sorted(failed)),
     )
+
+
+def _refuse_mass_deactivation(count: int, current: int, share: float) -> None:
+    if count == 0:
+        return
+    if count >= current:
+        raise SyncRefused(
+            f"refusing to deactivate all {current} subscribers: is subscribers_dir empty, "
+            "unmounted or wrong? (--allow-mass-deactivation to do it anyway)"
+        )
+    if count > 1 and count > share * current:
+        raise SyncRefused(
+            f"refusing to deactivate {count} of {current} subscribers at once "
+            f"(more than newsletter.max_deactivate_share = {share:.0%}); "
+            "--allow-mass-deactivation to do it anyway"
+        )
+
+
+def _apply_rows(
+    session: Session, stmt: Any, rows: list[dict[str, Any]], failed: list[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
+    """Run a bulk insert or update; if the database refuses it, row by row, each in a
+    savepoint, so one bad profile never blocks the rest. Returns the rows applied."""
+    if not rows:
+        return []
+    try:
+        with session.begin_nested():
+            session.execute(stmt, rows)
+        return rows
+    except (SQLAlchemyError, OverflowError):
+        pass
+    done: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            with session.begin_nested():
+                session.execute(stmt, [row])
+            done.append(row)
+        except (SQLAlchemyError, OverflowError) as e:
+            message = str(getattr(e, "orig", None) or e).splitlines()[0][:200]
+            failed.append((row["source_file"] or "", row["email"], f"database error: {message}"))
+    return done
 
 
 def _suppressed_among(session: Session, emails: Sequence[str]) -> set[str]:

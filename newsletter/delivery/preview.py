@@ -40,7 +40,7 @@ class PreviewSender(Sender):
     ) -> Receipt:
         path = self.path_for(message)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise DeliveryError(
                 f"cannot create {path.parent}: {e}", recipient=message.recipient, permanent=True
@@ -48,7 +48,9 @@ class PreviewSender(Sender):
         before_data()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            # Private (0600): a message holds an address and a personal unsubscribe link.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as f:
                 f.write(message.data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -75,7 +75,10 @@ def safe_name(email: str) -> str:
 def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        # Private (0600): a preview holds an address and a personal unsubscribe link.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -92,7 +95,7 @@ def _row(out_dir: Path, digest: ComposedDigest) -> PreviewRow:
         for stale in paths:  # an earlier preview of this day may have had an email
             stale.unlink(missing_ok=True)
         return PreviewRow(p.email, p.name or "", day, note="no email: nothing new matched")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write(paths[0], email.html.encode("utf-8"))
     _write(paths[1], email.text.encode("utf-8"))
     _write(paths[2], email.data)
@@ -150,7 +153,7 @@ def run_preview(
             for digest in composer.compose(session, jobs):
                 result.rows.append(_row(out, digest))
         session.rollback()  # preview writes nothing to the database
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     result.rows.sort(key=lambda r: (r.day, r.email.lower()))
     label = ", ".join(result.days) or (day or now.date()).isoformat()
     page = composer.renderer.preview_index(result.rows, day=label)

@@ -17,21 +17,32 @@ from newsletter.profiles import LoadResult, display_path, read_profiles
 
 
 def sync_directory(
-    session: Session, directory: Path, *, now: datetime
+    session: Session,
+    directory: Path,
+    *,
+    now: datetime,
+    max_deactivate_share: float | None = None,
 ) -> tuple[LoadResult, SyncResult]:
     """Validate every profile under ``directory`` and apply the valid ones.
 
-    Subscribers of files with problems, and addresses whose profile is invalid or
-    duplicated, are left exactly as they were; the caller reports ``problems``.
+    A file with any problem (including an address twice) is left entirely as it was:
+    none of its profiles is applied and none of its subscribers deactivated. Addresses
+    whose profile is invalid or duplicated elsewhere are held too; the caller reports
+    ``problems``. ``max_deactivate_share`` guards against an empty or wrong directory
+    (see :func:`~newsletter.db.subscribers.sync_subscribers`).
     """
     if not directory.is_dir():
         raise ProfileError("not a directory", path=display_path(directory))
     loaded = read_profiles(directory)
+    failed = loaded.failed_files
+    apply = [p for p in loaded.profiles if p.source not in failed]
+    held = set(loaded.held_emails) | {p.email for p in loaded.profiles if p.source in failed}
     synced = sync_subscribers(
         session,
-        loaded.profiles,
+        apply,
         now=now,
-        keep_files=loaded.failed_files,
-        keep_emails=loaded.held_emails,
+        keep_files=failed,
+        keep_emails=held,
+        max_deactivate_share=max_deactivate_share,
     )
     return loaded, synced

@@ -10,6 +10,7 @@ a typo never costs anyone their digest.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,12 @@ from newsletter.errors import ProfileError
 from newsletter.profiles.schema import parse_profiles
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# A profile is a few kilobytes; a list file of thousands stays far below this.
+MAX_FILE_BYTES = 1 << 20  # 1 MiB
+
+
+class _Unreadable(Exception):
+    """Why a file is not read at all (never its content)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +88,18 @@ def read_profiles(path: Path) -> LoadResult:
         raise ProfileError("no such directory or file", path=display_path(path))
     out = _Collected()
     base = display_path(path) if path.is_dir() else None
+    root = path.resolve() if path.is_dir() else None
     for source, file in files:
         display = display_path(file) if base is None else os.path.join(base, *source.split("/"))
         try:
-            text = file.read_bytes().decode("utf-8-sig")
+            data = _read_regular(file, root)
+            text = data.decode("utf-8-sig")
+        except _Unreadable as e:
+            out.problems.append(ProfileError(f"{e}; skipped", path=display))
+            out.failed_files.add(source)
+            continue
         except UnicodeDecodeError as e:
-            line = file.read_bytes().count(b"\n", 0, e.start) + 1
+            line = data.count(b"\n", 0, e.start) + 1
             out.problems.append(
                 ProfileError(f"not UTF-8 text: {e.reason}", path=display, line=line)
             )
@@ -105,10 +118,38 @@ def read_profiles(path: Path) -> LoadResult:
     return _check_duplicates(out, tuple(s for s, _ in files))
 
 
+def _read_regular(file: Path, root: Path | None) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_FILE_BYTES`.
+
+    A symlink is followed only to a file inside ``root`` (the subscribers directory);
+    FIFOs, devices and sockets are refused without blocking (``O_NONBLOCK``, then the
+    type of the opened file itself), so ``/dev/zero`` or a FIFO never stalls a sync.
+    """
+    target = file.resolve()
+    if root is not None and not target.is_relative_to(root):
+        raise _Unreadable("a symlink to a file outside the subscribers directory, not followed")
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise _Unreadable(f"cannot read: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unreadable("not a regular file (a FIFO, device or socket)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _Unreadable(f"larger than the {MAX_FILE_BYTES // 1024} KiB a profile file may be")
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _Unreadable(f"larger than the {MAX_FILE_BYTES // 1024} KiB a profile file may be")
+    return data
+
+
 def _check_duplicates(out: _Collected, files: tuple[str, ...]) -> LoadResult:
     """An address in two places is held: neither version is applied."""
     first: dict[str, tuple[str, int]] = {}
+    first_source: dict[str, str] = {}
     held: set[str] = set(out.invalid)
+    failed: set[str] = set(out.failed_files)
     duplicates: list[ProfileError] = []
     for profile, display, line in out.profiles:
         if profile.email in first:
@@ -122,8 +163,11 @@ def _check_duplicates(out: _Collected, files: tuple[str, ...]) -> LoadResult:
                 )
             )
             held.add(profile.email)
+            failed.add(profile.source or "")
+            failed.add(first_source[profile.email])
         else:
             first[profile.email] = (display, line)
+            first_source[profile.email] = profile.source or ""
     valid = tuple(p for p, _, _ in out.profiles if p.email not in held)
     return LoadResult(
         profiles=valid,
@@ -134,6 +178,6 @@ def _check_duplicates(out: _Collected, files: tuple[str, ...]) -> LoadResult:
             )
         ),
         files=files,
-        failed_files=frozenset(out.failed_files),
+        failed_files=frozenset(failed - {""}),
         held_emails=frozenset(held),
     )
