@@ -36,7 +36,9 @@ from newsletter.profiles import LoadResult, email_problem, normalise_email, read
 
 
 def _print_problems(loaded: LoadResult, *, err: bool) -> None:
-    for problem in loaded.problems:
+    for problem in sorted(
+        [*loaded.problems, *loaded.warnings], key=lambda e: (e.path or "", e.line or 0)
+    ):
         click.echo(str(problem), err=err)
 
 

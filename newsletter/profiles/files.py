@@ -37,6 +37,7 @@ class LoadResult:
     files: tuple[str, ...]  # every file read, relative to the directory
     failed_files: frozenset[str] = frozenset()  # files with a problem: keep their subscribers
     held_emails: frozenset[str] = frozenset()  # invalid or duplicated: keep as they are
+    warnings: tuple[ProfileError, ...] = ()  # likely typos that still parse: block nothing
 
     @property
     def ok(self) -> bool:
@@ -49,6 +50,7 @@ class _Collected:
     invalid: list[str] = field(default_factory=list)  # addresses of invalid profiles
     problems: list[ProfileError] = field(default_factory=list)
     failed_files: set[str] = field(default_factory=set)
+    warnings: list[ProfileError] = field(default_factory=list)
 
 
 def profile_files(directory: Path) -> Iterator[tuple[str, Path]]:
@@ -109,7 +111,9 @@ def read_profiles(path: Path) -> LoadResult:
             out.problems.append(ProfileError(f"cannot read: {e.strerror or e}", path=display))
             out.failed_files.add(source)
             continue
-        profiles, problems, invalid = parse_profiles(text, source=source, display=display)
+        profiles, problems, invalid = parse_profiles(
+            text, source=source, display=display, warnings=out.warnings
+        )
         if problems:
             out.problems.extend(problems)
             out.failed_files.add(source)
@@ -180,4 +184,5 @@ def _check_duplicates(out: _Collected, files: tuple[str, ...]) -> LoadResult:
         files=files,
         failed_files=frozenset(failed - {""}),
         held_emails=frozenset(held),
+        warnings=tuple(out.warnings),
     )

@@ -46,6 +46,10 @@ FIELD_NAMES: dict[str, Field] = {
     "tag": "category",
     "tags": "category",
 }
+# Ranges of the numbers a profile holds (README "Profiles"): far beyond any real use,
+# well inside what every database column stores.
+MAX_ITEMS_LIMIT = 1000
+MAX_WEIGHT = 1000.0
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 # Practical, not RFC 5322: a dot-atom local part (no quoted forms) and a domain of
@@ -123,7 +127,7 @@ class _FileReader(NodeReader):
         name = self.optional_str(keys.get("name"), "name")
         keywords = self.keywords(keys.get("keywords"), "keywords", line, required=True)
         exclude = self.keywords(keys.get("exclude"), "exclude", line, required=False)
-        max_items = self.positive_int(keys.get("max_items"), "max_items")
+        max_items = self.positive_int(keys.get("max_items"), "max_items", MAX_ITEMS_LIMIT)
         frequency = self.frequency(keys.get("frequency"))
         weekday = self.weekday(keys.get("weekday"))
         send_time = self.send_time(keys.get("send_time"))
@@ -177,7 +181,7 @@ class _FileReader(NodeReader):
             return None
         return value.strip() or None
 
-    def positive_int(self, node: yaml.Node | None, name: str) -> int | None:
+    def positive_int(self, node: yaml.Node | None, name: str, limit: int) -> int | None:
         if node is None:
             return None
         value = self.scalar(node)
@@ -186,8 +190,8 @@ class _FileReader(NodeReader):
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(line_of(node), name, f"expected a whole number, got {describe(value)}")
             return None
-        if value < 1:
-            self.problem(line_of(node), name, f"expected at least 1, got {value}")
+        if not 1 <= value <= limit:
+            self.problem(line_of(node), name, f"expected 1 to {limit}, got {value}")
             return None
         return value
 
@@ -315,12 +319,12 @@ class _FileReader(NodeReader):
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
                 or not math.isfinite(value)
-                or value <= 0
+                or not 0 < value <= MAX_WEIGHT
             ):
                 self.problem(
                     line_of(keys["weight"]),
                     f"{name}.weight",
-                    f"expected a number above 0, got {value!r}",
+                    f"expected a number above 0 and at most {MAX_WEIGHT:g}, got {value!r}",
                 )
             else:
                 weight = float(value)
@@ -352,6 +356,18 @@ class _FileReader(NodeReader):
             self.problem(line_of(node), name, "empty keyword")
             return None
         # A plain scalar is taken as written: "2024", "yes" or "1e3" are words here.
+        if (
+            isinstance(node, yaml.ScalarNode)
+            and not node.style  # plain: libyaml says '', PyYAML None
+            and node.end_mark.line > node.start_mark.line
+            and re.search(r"\s-\s", raw)
+        ):
+            self.warn(
+                line_of(node),
+                name,
+                f"keyword {' '.join(raw.split())!r} runs on over a line starting with '-': "
+                "is that line indented one space too far (meant as its own keyword)?",
+            )
         term = " ".join(raw.split())
         if not term:
             self.problem(line_of(node), name, "empty keyword")
@@ -377,9 +393,15 @@ def _suggest_zone(name: str) -> str:
 
 
 def parse_profiles(
-    text: str, *, source: str, display: str | None = None
+    text: str,
+    *,
+    source: str,
+    display: str | None = None,
+    warnings: list[ProfileError] | None = None,
 ) -> tuple[list[Profile], list[ProfileError], list[str]]:
     """The profiles in one file's text, its problems, and the addresses of invalid ones.
+
+    Likely typos that still parse are appended to ``warnings`` (they block nothing).
 
     A file holds one profile, a list of them, or several YAML documents of either.
     """
@@ -391,6 +413,8 @@ def parse_profiles(
         line, message = syntax_error(e, text)
         reader.problem(line, None, message)
         return [], reader.problems, []
+    if warnings is not None:
+        reader.warnings = warnings
     items: list[yaml.Node] = []
     for doc in documents:
         if doc is None:

@@ -57,6 +57,9 @@ def syntax_error(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
     """The line and a readable message of a YAML error (libyaml's marks are 0-based)."""
     if isinstance(e, yaml.MarkedYAMLError):
         mark = e.problem_mark or e.context_mark
+        tab = _tab_line(text, mark.line if mark else None)
+        if tab is not None:
+            return tab, "YAML syntax error: a tab used for indentation (YAML indents with spaces)"
         message = f"YAML syntax error: {e.problem or e.context or 'invalid YAML'}"
         if e.problem and e.context:
             where = f" on line {e.context_mark.line + 1}" if e.context_mark else ""
@@ -67,12 +70,26 @@ def syntax_error(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
     return None, f"YAML syntax error: {e}"
 
 
+def _tab_line(text: str, line: int | None) -> int | None:
+    """The 1-based line (the error's, or the one before) indented with a tab, if any."""
+    if line is None:
+        return None
+    lines = text.splitlines()
+    for i in (line, line - 1):
+        if 0 <= i < len(lines):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip(" \t"))]
+            if "\t" in indent:
+                return i + 1
+    return None
+
+
 class NodeReader:
     """Types and checks the nodes of one file, collecting problems as it goes."""
 
     def __init__(self, display: str) -> None:
         self.display = display
         self.problems: list[ProfileError] = []
+        self.warnings: list[ProfileError] = []
         self._reported: set[tuple[int | None, str | None, str]] = set()
         self.count = 0
         self.constructor = SafeConstructor()
@@ -87,6 +104,12 @@ class NodeReader:
             self.problems.append(
                 ProfileError(message, path=self.display, line=line, field=fieldname)
             )
+
+    def warn(self, line: int | None, fieldname: str | None, message: str) -> None:
+        """A likely typo that still parses: reported, blocks nothing."""
+        self.warnings.append(
+            ProfileError(f"warning: {message}", path=self.display, line=line, field=fieldname)
+        )
 
     def scalar(self, node: yaml.Node) -> Any:
         """A scalar's value as YAML types it; lists and mappings as plain markers."""
