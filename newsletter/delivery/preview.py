@@ -16,6 +16,17 @@ def _safe_filename(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9@._+-]", "_", text)[:150] or "message"
 
 
+def private_dirs(path: Path) -> None:
+    """``mkdir -p`` with every directory it creates 0700 (``mkdir(parents=True)`` gives
+    the parents the umask's mode); existing ones keep theirs."""
+    missing: list[Path] = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+
+
 class PreviewSender(Sender):
     """Writes each message to ``outbox/sent/<period>/<recipient>.eml`` instead of mailing.
 
@@ -40,7 +51,7 @@ class PreviewSender(Sender):
     ) -> Receipt:
         path = self.path_for(message)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dirs(path.parent)
         except OSError as e:
             raise DeliveryError(
                 f"cannot create {path.parent}: {e}", recipient=message.recipient, permanent=True

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db.subscribers import active_subscriber_ids, load_profiles, subscriber_id
+from newsletter.delivery.preview import private_dirs
 from newsletter.errors import NewsletterError
 from newsletter.pipeline.compose import ComposedDigest, Composer, day_jobs
 
@@ -95,7 +96,7 @@ def _row(out_dir: Path, digest: ComposedDigest) -> PreviewRow:
         for stale in paths:  # an earlier preview of this day may have had an email
             stale.unlink(missing_ok=True)
         return PreviewRow(p.email, p.name or "", day, note="no email: nothing new matched")
-    base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dirs(base.parent)
     _write(paths[0], email.html.encode("utf-8"))
     _write(paths[1], email.text.encode("utf-8"))
     _write(paths[2], email.data)
@@ -153,7 +154,7 @@ def run_preview(
             for digest in composer.compose(session, jobs):
                 result.rows.append(_row(out, digest))
         session.rollback()  # preview writes nothing to the database
-    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dirs(out)
     result.rows.sort(key=lambda r: (r.day, r.email.lower()))
     label = ", ".join(result.days) or (day or now.date()).isoformat()
     page = composer.renderer.preview_index(result.rows, day=label)
