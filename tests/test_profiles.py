@@ -227,7 +227,7 @@ def test_unknown_key_inside_a_keyword() -> None:
     ("line", "field", "detail"),
     [
         ("max_items: ten", "max_items", "expected a whole number, got a string"),
-        ("max_items: 0", "max_items", "expected at least 1, got 0"),
+        ("max_items: 0", "max_items", "expected 1 to 1000, got 0"),
         ("active: maybe", "active", "expected true or false, got a string"),
         ("name: [Ada]", "name", "expected a string, got a list"),
         ("frequency: hourly", "frequency", "expected daily or weekly, got 'hourly'"),
@@ -246,8 +246,16 @@ def test_wrong_types(line: str, field: str, detail: str) -> None:
 @pytest.mark.parametrize(
     ("item", "field", "detail"),
     [
-        ("{term: x, weight: -1}", "keywords.weight", "expected a number above 0, got -1"),
-        ("{term: x, weight: heavy}", "keywords.weight", "expected a number above 0, got 'heavy'"),
+        (
+            "{term: x, weight: -1}",
+            "keywords.weight",
+            "expected a number above 0 and at most 1000, got -1",
+        ),
+        (
+            "{term: x, weight: heavy}",
+            "keywords.weight",
+            "expected a number above 0 and at most 1000, got 'heavy'",
+        ),
         ("{term: x, exact: 3}", "keywords.exact", "expected true or false, got a number"),
         (
             "{term: x, field: body}",
