@@ -122,12 +122,21 @@ class WebSettings:
     port: int = 8000
 
 
+FeedType = Literal["feed", "hf-daily-papers"]
+FEED_TYPES: tuple[FeedType, ...] = ("feed", "hf-daily-papers")
+HF_DEFAULT_URL = "https://huggingface.co/api/daily_papers"
+HF_DEFAULT_DAYS = 3  # late upvotes and missed days are caught by re-reading these
+HF_MAX_DAYS = 30
+
+
 @dataclass(frozen=True, slots=True)
 class FeedSettings:
     name: str
     url: str  # http(s) URL, or an absolute local path (relative ones are resolved on load)
     enabled: bool = True
     noun: str = ""  # "post", "paper": how the copy names this feed's entries; "": the default
+    type: FeedType = "feed"  # "feed": RSS/Atom; "hf-daily-papers": the Daily Papers JSON API
+    days: int = HF_DEFAULT_DAYS  # hf-daily-papers: listing days fetched before today
 
     @property
     def is_remote(self) -> bool:
@@ -359,7 +368,7 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
     if not isinstance(raw, list):
         raise ConfigError("expected an array of tables [[feeds]]", path=where, key="feeds")
     feeds: list[FeedSettings] = []
-    allowed = {"name", "url", "enabled", "noun"}
+    allowed = {"name", "url", "enabled", "noun", "type", "days"}
     for i, item in enumerate(raw, start=1):
         key = f"feeds[{i}]"
         if not isinstance(item, dict):
@@ -367,9 +376,30 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
         unknown = sorted(set(item) - allowed)
         if unknown:
             raise ConfigError(
-                f"unknown key {unknown[0]!r} (expected one of: enabled, name, noun, url)",
+                f"unknown key {unknown[0]!r} "
+                "(expected one of: days, enabled, name, noun, type, url)",
                 path=where,
                 key=key,
+            )
+        kind = item.get("type", "feed")
+        if kind not in FEED_TYPES:
+            raise ConfigError(
+                f"expected one of {', '.join(FEED_TYPES)}, got {kind!r}",
+                path=where,
+                key=f"{key}.type",
+            )
+        if kind == "hf-daily-papers":
+            item = {"url": HF_DEFAULT_URL, **item}
+        days = item.get("days", HF_DEFAULT_DAYS)
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= HF_MAX_DAYS:
+            raise ConfigError(
+                f"expected a whole number of days from 0 to {HF_MAX_DAYS}, got {days!r}",
+                path=where,
+                key=f"{key}.days",
+            )
+        if "days" in item and kind != "hf-daily-papers":
+            raise ConfigError(
+                'days applies to type = "hf-daily-papers" feeds only', path=where, key=f"{key}.days"
             )
         for req in ("name", "url"):
             if not isinstance(item.get(req), str) or not item[req].strip():
@@ -394,7 +424,14 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
         if not url.startswith(("http://", "https://")):
             url = str(_resolve(base, Path(url)))
         feeds.append(
-            FeedSettings(name=item["name"].strip(), url=url, enabled=enabled, noun=noun.strip())
+            FeedSettings(
+                name=item["name"].strip(),
+                url=url,
+                enabled=enabled,
+                noun=noun.strip(),
+                type=kind,
+                days=days,
+            )
         )
     return tuple(feeds)
 

@@ -114,6 +114,8 @@ class Entry(Base):
     categories: Mapped[list[str]] = mapped_column(default=list)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     upvotes: Mapped[int | None] = mapped_column(Integer)
+    upvotes_at: Mapped[datetime | None]  # when ``upvotes`` was last read: the latest read wins
+    listed_at: Mapped[datetime | None] = mapped_column(index=True)  # first Daily Papers day
     published_at: Mapped[datetime]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import distinct, func, insert, select, update
@@ -116,7 +116,18 @@ class StoreResult:
     unchanged: int = 0
 
 
-_CONTENT = ("title", "summary", "link", "authors", "categories", "extra", "upvotes", "published_at")
+_CONTENT = (
+    "title",
+    "summary",
+    "link",
+    "authors",
+    "categories",
+    "extra",
+    "upvotes",
+    "upvotes_at",
+    "listed_at",
+    "published_at",
+)
 
 
 def _upvotes(extra: Mapping[str, str]) -> int | None:
@@ -129,8 +140,19 @@ def _upvotes(extra: Mapping[str, str]) -> int | None:
         return None
 
 
-def _row(p: ParsedEntry) -> dict[str, Any]:
+def _listed(extra: Mapping[str, str]) -> datetime | None:
+    value = extra.get("hf:listed")
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _row(p: ParsedEntry, now: datetime) -> dict[str, Any]:
     extra = dict(p.extra)
+    upvotes = _upvotes(extra)
     return {
         "title": p.title,
         "summary": p.summary,
@@ -138,7 +160,9 @@ def _row(p: ParsedEntry) -> dict[str, Any]:
         "authors": list(p.authors),
         "categories": list(p.categories),
         "extra": extra,
-        "upvotes": _upvotes(extra),
+        "upvotes": upvotes,
+        "upvotes_at": now if upvotes is not None else None,
+        "listed_at": _listed(extra),
         "published_at": p.published,
     }
 
@@ -146,10 +170,18 @@ def _row(p: ParsedEntry) -> dict[str, Any]:
 def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """Fold a new sighting into a stored entry without losing what it had.
 
-    Newer text wins when present; tags and extension fields are united; upvotes only
-    grow; the earliest publish time stays (an undated entry keeps its first fetch time).
+    Newer text wins when present; tags and extension fields are united; the latest read
+    of the upvotes wins (two reads at the same moment: the higher, as the fresher copy);
+    the earliest publish time and listing day stay (an undated entry keeps its first
+    fetch time).
     """
-    upvotes = [v for v in (old["upvotes"], new["upvotes"]) if v is not None]
+    upvotes, upvotes_at = old["upvotes"], old["upvotes_at"]
+    if new["upvotes"] is not None:
+        if upvotes is None or upvotes_at is None or new["upvotes_at"] > upvotes_at:
+            upvotes, upvotes_at = new["upvotes"], new["upvotes_at"]
+        elif new["upvotes_at"] == upvotes_at:
+            upvotes = max(upvotes, new["upvotes"])
+    listed = [v for v in (old["listed_at"], new["listed_at"]) if v is not None]
     return {
         "title": new["title"] or old["title"],
         "summary": new["summary"] or old["summary"],
@@ -157,9 +189,16 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         "authors": new["authors"] or old["authors"],
         "categories": list(dict.fromkeys([*old["categories"], *new["categories"]])),
         "extra": {**old["extra"], **new["extra"]},
-        "upvotes": max(upvotes) if upvotes else None,
+        "upvotes": upvotes,
+        "upvotes_at": upvotes_at,
+        "listed_at": min(listed) if listed else None,
         "published_at": min(old["published_at"], new["published_at"]),
     }
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal content: a re-read of the same count is no change (its time still refreshes)."""
+    return all(a[k] == b[k] for k in _CONTENT if k != "upvotes_at")
 
 
 def _snapshot(e: Entry) -> dict[str, Any]:
@@ -208,7 +247,7 @@ def store_entries(
     changed: set[int] = set()
     new = updated = unchanged = 0
     for p in batch:
-        row = _row(p)
+        row = _row(p, now)
         eid = known_guid.get(p.guid)
         if eid is None:
             eid = by_key.get(p.dedupe_key)
@@ -216,12 +255,13 @@ def store_entries(
                 new_sources.append({"guid": p.guid, "entry_id": eid})
         if eid is not None and eid in current:
             merged = _merge(current[eid], row)
-            if merged != current[eid]:
-                current[eid] = merged
-                changed.add(eid)
+            if not _same(merged, current[eid]):
                 updated += 1
             else:
                 unchanged += 1
+            if merged != current[eid]:
+                current[eid] = merged
+                changed.add(eid)
         elif p.dedupe_key in fresh:
             fresh[p.dedupe_key] = _merge(fresh[p.dedupe_key], row)
             fresh_guids.append((p.guid, p.dedupe_key))

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from newsletter import clock as wallclock
-from newsletter.config import Settings
+from newsletter.config import FeedType, Settings
 from newsletter.db import session_scope
 from newsletter.db.entries import (
     FeedStatus,
@@ -31,7 +31,7 @@ from newsletter.db.entries import (
 )
 from newsletter.db.runs import finish_run, start_run
 from newsletter.errors import ConfigError, DatabaseError, FeedError
-from newsletter.ingest import FeedFetch, fetch_feed
+from newsletter.ingest import Download, FeedFetch, ParsedFeed, fetch_daily_papers, fetch_feed
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class _Target:
     url: str
     etag: str | None
     last_modified: str | None
+    type: FeedType = "feed"
+    days: int = 0
 
 
 def fetch_feeds(
@@ -146,7 +148,19 @@ def fetch_feeds(
         with session_scope(engine) as session:
             feeds = sync_feeds(session, settings.feeds)
             chosen = [f for name, f in feeds.items() if (name in names if names else f.enabled)]
-            targets = [_Target(f.id, f.name, f.url, f.etag, f.last_modified) for f in chosen]
+            kinds = {c.name: c for c in settings.feeds}
+            targets = [
+                _Target(
+                    f.id,
+                    f.name,
+                    f.url,
+                    f.etag,
+                    f.last_modified,
+                    kinds[f.name].type,
+                    kinds[f.name].days,
+                )
+                for f in chosen
+            ]
             run_id = start_run(session, "fetch", now=started)
     except SQLAlchemyError as e:
         raise DatabaseError(f"cannot read the feeds from the database: {e}") from e
@@ -221,19 +235,41 @@ def _download(settings: Settings, target: _Target, clock: Callable[[], datetime]
     t0 = time.monotonic()
     now = clock()
     try:
-        fetched = fetch_feed(
-            target.url,
-            settings.fetch,
-            etag=target.etag,
-            last_modified=target.last_modified,
-            now=now,
-        )
+        if target.type == "hf-daily-papers":
+            fetched = _daily_papers(settings, target, now)
+        else:
+            fetched = fetch_feed(
+                target.url,
+                settings.fetch,
+                etag=target.etag,
+                last_modified=target.last_modified,
+                now=now,
+            )
     except FeedError as e:
         return _Downloaded(target, now, t0, error=_bare(e), http_status=e.status)
     except Exception as e:  # a bug or an odd library error must not stop the others
         log.exception("feed %s: unexpected error while fetching", target.name)
         return _Downloaded(target, now, t0, error=f"unexpected error: {e!r}")
     return _Downloaded(target, now, t0, fetched=fetched)
+
+
+def _daily_papers(settings: Settings, target: _Target, now: datetime) -> FeedFetch:
+    """The listing days as one feed fetch: lost days and skipped items are its warning.
+
+    No validators are sent: each day is its own URL and the feed keeps one ETag, and a
+    day re-read is how its upvotes are refreshed.
+    """
+    got = fetch_daily_papers(target.url, settings.fetch, days=target.days, now=now)
+    warning = got.warning
+    if warning:
+        log.warning("feed %s: %s", target.name, warning)
+    dl = got.download
+    return FeedFetch(
+        download=Download(status="ok", http_status=dl.http_status, final_url=dl.final_url),
+        parsed=ParsedFeed(entries=got.entries, version="hf-daily-papers"),
+        warning=warning,
+        status="warning" if warning else "ok",
+    )
 
 
 def _store_one(engine: Engine, got: _Downloaded) -> FeedReport:
