@@ -59,6 +59,9 @@ class NewsletterSettings:
     unsubscribe_mailto: str = ""  # e.g. unsubscribe@example.org; empty: no mailto fallback
     delivery: Literal["preview", "smtp"] = "preview"
     max_items: int = 10
+    # Keyword points per e-fold of upvotes: score = keywords + weight * log1p(upvotes).
+    # 0 leaves upvotes as the tie-break only.
+    popularity_weight: float = 0.0
     send_time: str = "07:00"
     timezone: str = "UTC"
     send_empty: bool = False
@@ -314,6 +317,12 @@ def _validate(s: Settings, where: str) -> None:
             f"expected a share between 0 and 1 (0.2 = 20 %), got {n.max_deactivate_share!r}",
             path=where,
             key="newsletter.max_deactivate_share",
+        )
+    if not 0 <= n.popularity_weight <= 100:
+        raise ConfigError(
+            f"expected a number from 0 to 100, got {n.popularity_weight!r}",
+            path=where,
+            key="newsletter.popularity_weight",
         )
     if not n.base_url.startswith(("http://", "https://")):
         raise ConfigError(

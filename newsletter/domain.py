@@ -67,6 +67,7 @@ class Profile:
     name: str | None = None
     exclude: tuple[Keyword, ...] = ()
     max_items: int | None = None  # None: config default
+    trending: int | None = None  # the N most upvoted new papers, matched or not
     frequency: Frequency = "daily"
     weekday: int = 0  # 0 = Monday; used when frequency is weekly
     send_time: time | None = None  # None: config default
@@ -91,8 +92,15 @@ class Match:
     """One article chosen for one subscriber, with its score and explanation."""
 
     article: Article
-    score: float
+    score: float  # keyword score + popularity
     hits: tuple[Hit, ...]
+    popularity: float = 0.0  # the upvote term of ``score`` (matching.popularity)
+    trending: bool = False  # a trending pick: chosen for its upvotes, maybe no keyword
+
+    @property
+    def keyword_score(self) -> float:
+        """The keyword part of ``score``, for explanations (``match --json``)."""
+        return self.score - self.popularity if self.popularity else self.score
 
     @property
     def matched(self) -> tuple[tuple[str, Field], ...]:

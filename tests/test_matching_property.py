@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from newsletter.domain import FIELDS, Article, Keyword, Profile
 from newsletter.matching import Matcher, field_text
-from newsletter.matching.reference import reference_match
+from newsletter.matching.reference import reference_match, reference_trending
 
 # Groups of words that interact under the rules: inflections, spellings, joins, accents.
 GROUPS = [
@@ -71,7 +71,7 @@ def articles(draw: st.DrawFn, vocab: list[str], max_n: int = 7) -> list[Article]
             categories=tuple(draw(st.lists(st.sampled_from(CATEGORIES), max_size=2))),
             published=base + timedelta(days=draw(st.integers(0, 2))),
             first_seen=base,
-            upvotes=draw(st.none() | st.integers(0, 3)),
+            upvotes=draw(st.none() | st.integers(0, 3) | st.sampled_from([57, 500])),
         )
         for i in ids
     ]
@@ -126,6 +126,7 @@ def profiles(draw: st.DrawFn, vocab: list[str], batch: list[Article]) -> Profile
         email="p@example.org",
         keywords=tuple(draw(st.lists(kw, min_size=1, max_size=5))),
         exclude=tuple(draw(st.lists(keywords(vocab), max_size=2))),
+        trending=draw(st.none() | st.integers(1, 4)),
     )
 
 
@@ -144,9 +145,16 @@ def test_matcher_equals_reference(data: st.DataObject, vocab: list[str]) -> None
             st.none() | st.sets(some_ids) | st.frozensets(some_ids) if ids else st.none()
         )
         limit = data.draw(st.none() | st.integers(0, 4))
-        fast = matcher.match(profile, candidates=candidates, limit=limit)
-        slow = reference_match(batch, profile, candidates=candidates, limit=limit)
+        weight = data.draw(st.sampled_from([0.0, 0.0, 0.5, 1.0, 3.0]))
+        fast = matcher.match(profile, candidates=candidates, limit=limit, popularity_weight=weight)
+        slow = reference_match(
+            batch, profile, candidates=candidates, limit=limit, popularity_weight=weight
+        )
         assert fast == slow
+        skip = {m.article.id for m in fast}
+        assert matcher.trending(profile, candidates=candidates, skip=skip) == (
+            reference_trending(batch, profile, candidates=candidates, skip=skip)
+        )
 
 
 @settings(max_examples=40, deadline=None)

@@ -306,12 +306,26 @@ def test_stop_word_only_keyword_is_rejected() -> None:
 
 
 def test_missing_and_empty_keyword_lists() -> None:
-    assert (
-        only_problem("email: a@example.org\n").detail == "required: a list of at least one keyword"
+    assert only_problem("email: a@example.org\n").detail == (
+        "required: a list of at least one keyword "
+        "(or trending: N for the N most upvoted papers alone)"
     )
     assert (
         only_problem("email: a@example.org\nkeywords: []\n").detail
-        == "expected at least one keyword"
+        == "expected at least one keyword (or trending: N alone)"
+    )
+
+
+def test_trending_alone_is_a_profile_and_its_range_is_checked() -> None:
+    profiles, problems = parse("email: a@example.org\ntrending: 10\n")
+    assert problems == [] and [(p.keywords, p.trending) for p in profiles] == [((), 10)]
+    both, problems = parse("email: a@example.org\nkeywords: [RLHF]\ntrending: 3\n")
+    assert problems == [] and both[0].trending == 3
+    assert (
+        only_problem("email: a@example.org\ntrending: 0\n").detail == "expected at least 1, got 0"
+    )
+    assert (
+        only_problem("email: a@example.org\ntrending: 51\n").detail == "expected at most 50, got 51"
     )
 
 

@@ -20,7 +20,7 @@ from newsletter.db.subscribers import (
     subscriber_id,
 )
 from newsletter.domain import Match
-from newsletter.matching import Matcher, field_text
+from newsletter.matching import Matcher, digest_picks, field_text
 
 
 def _parse_moment(value: str, option: str) -> datetime:
@@ -43,6 +43,11 @@ def _match_json(rank: int, m: Match) -> dict[str, Any]:
         "title": a.title,
         "link": a.link,
         "score": m.score,
+        "components": {
+            "keywords": m.keyword_score,
+            "popularity": m.popularity,
+        },
+        "trending": m.trending,
         "upvotes": a.upvotes,
         "published": a.published.isoformat(),
         "first_seen": a.first_seen.isoformat(),
@@ -62,11 +67,16 @@ def _match_json(rank: int, m: Match) -> dict[str, Any]:
 
 
 def _why(m: Match) -> str:
-    """``RLHF (title, abstract), reward model (title)``: each keyword once."""
+    """``RLHF (title, abstract), reward model (title) · 57 upvotes``: each keyword once."""
     fields: dict[str, list[str]] = {}
     for keyword, field_name in m.matched:
         fields.setdefault(keyword, []).append(field_name)
-    return ", ".join(f"{k} ({', '.join(f)})" for k, f in fields.items())
+    parts = [", ".join(f"{k} ({', '.join(f)})" for k, f in fields.items())]
+    if m.trending:
+        parts = [f"trending: {m.article.upvotes} upvotes"]
+    elif m.popularity:
+        parts.append(f"{m.article.upvotes} upvotes (+{m.popularity:.2f})")
+    return " · ".join(p for p in parts if p)
 
 
 @click.command("match")
@@ -113,9 +123,20 @@ def match_cmd(
         )
         status = list_subscribers(session, include_deleted=True, ids=[sid])[0].status
     window = windows[sid]
-    ranked = Matcher(articles).match(profile, candidates=window.article_ids)
     top = (profile.max_items or app.settings.newsletter.max_items) if limit is None else limit
-    shown = ranked if top == 0 else ranked[:top]
+    # Exactly what the digest would carry: the keyword picks, then the trending picks.
+    matcher = Matcher(articles)
+    shown = list(
+        digest_picks(
+            matcher,
+            profile,
+            candidates=window.article_ids,
+            limit=None if top == 0 else top,
+            popularity_weight=app.settings.newsletter.popularity_weight,
+        )
+    )
+    trending = sum(m.trending for m in shown)
+    matched = len(matcher.match(profile, candidates=window.article_ids))
     if as_json:
         click.echo(json.dumps([_match_json(i, m) for i, m in enumerate(shown, 1)], indent=2))
         return
@@ -124,7 +145,9 @@ def match_cmd(
     span = f"{window.start:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M} UTC"
     click.echo(
         f"{profile.email}: {len(window.article_ids)} new entries ({span}), "
-        f"{len(ranked)} matched, showing {len(shown)}",
+        f"{matched} matched, "
+        + (f"{trending} trending, " if profile.trending else "")
+        + f"showing {len(shown)}",
         err=not app.interactive,
     )
     if not app.interactive:

@@ -51,6 +51,8 @@ def profile_row(profile: Profile) -> dict[str, Any]:
         "profile": {
             "keywords": [_keyword_json(k, with_weight=True) for k in profile.keywords],
             "exclude": [_keyword_json(k, with_weight=False) for k in profile.exclude],
+            # Only when set, so profiles without it keep their stored hash.
+            **({"trending": profile.trending} if profile.trending else {}),
         },
         "frequency": profile.frequency,
         "weekday": profile.weekday,
@@ -122,6 +124,10 @@ _PROFILE_COLUMNS = (
 )
 
 
+def _trending(value: Any) -> int | None:
+    return value if type(value) is int and value > 0 else None
+
+
 def _to_profile(row: Sequence[Any]) -> Profile:
     """A Profile from a row of ``_PROFILE_COLUMNS``."""
     _id, email, name, data, max_items, frequency, weekday, send_at, tz, active, source = row
@@ -136,6 +142,7 @@ def _to_profile(row: Sequence[Any]) -> Profile:
         name=name,
         exclude=_keywords_from_json(data.get("exclude"), with_weight=False),
         max_items=max_items,
+        trending=_trending(data.get("trending")),
         frequency=cast(Frequency, frequency if frequency == "weekly" else "daily"),
         weekday=weekday,
         send_time=send_time,

@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from newsletter.domain import FIELDS, Article, Field, Hit, Keyword, Match, Profile
 from newsletter.matching.index import Occurrences, Span, TextIndex, gc_paused
+from newsletter.matching.popularity import popularity
 from newsletter.matching.textnorm import LIST_SEPARATOR, Pattern, compile_pattern, field_text
 
 __all__ = [
@@ -149,6 +150,11 @@ class Matcher:
         self._occurrences: dict[Pattern, dict[int, Occurrences]] = {}
         self._keywords: dict[tuple[str, bool, Field | None], _Compiled] = {}
         self._masks: dict[frozenset[int], Mask | None] = {}
+        self._popularity: dict[float, Floats] = {}
+        # Slots of articles with an upvote, in slot order: already the trending order.
+        self._upvoted = np.array(
+            [s for s, a in enumerate(self._ranked) if a.upvotes], dtype=np.intp
+        )
 
     @property
     def articles(self) -> Sequence[Article]:
@@ -226,11 +232,13 @@ class Matcher:
         *,
         candidates: Collection[int] | None = None,
         limit: int | None = None,
+        popularity_weight: float = 0.0,
     ) -> list[Match]:
         """The articles ``profile`` matches, best first, each with its explanation.
 
         ``candidates`` restricts the result to those article ids; ``limit`` keeps the
-        top ones (default: all).
+        top ones (default: all); ``popularity_weight`` blends in the upvotes
+        (:func:`~newsletter.matching.popularity.popularity`).
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
@@ -250,8 +258,54 @@ class Matcher:
         else:
             at = np.concatenate([per.slots for per in weighted])
             add = np.concatenate([per.scaled for per in weighted])
-        slots, scores = self._ranking(at, add, profile.exclude, candidates, limit)
-        return self._explained(weighted, at, slots, scores)
+        pop = self._popularity_of(popularity_weight)
+        slots, scores = self._ranking(at, add, profile.exclude, candidates, limit, pop)
+        matches = self._explained(weighted, at, slots, scores)
+        if pop is None:
+            return matches
+        return [
+            Match(m.article, m.score, m.hits, popularity=float(pop[slot]))
+            for m, slot in zip(matches, slots, strict=True)
+        ]
+
+    def _popularity_of(self, weight: float) -> Floats | None:
+        """Each slot's upvote term for ``weight`` (None when it adds nothing), cached."""
+        if not weight or not len(self._upvoted):
+            return None
+        found = self._popularity.get(weight)
+        if found is None:
+            found = self._popularity[weight] = np.array(
+                [popularity(a.upvotes, weight) for a in self._ranked], dtype=np.float64
+            )
+        return found
+
+    def trending(
+        self,
+        profile: Profile,
+        *,
+        candidates: Collection[int] | None = None,
+        skip: Collection[int] = (),
+    ) -> list[Match]:
+        """The ``profile.trending`` most upvoted candidates, not excluded, not in ``skip``.
+
+        Slots are numbered in trending order already, so these are the first allowed
+        slots among the upvoted ones.
+        """
+        if not profile.trending or not len(self._upvoted):
+            return []
+        ok = np.ones(len(self._ranked), dtype=np.bool_)
+        known = self._keywords
+        for kw in profile.exclude:
+            ex = known.get((kw.term, kw.exact, kw.field)) or self._compiled(kw)
+            ok[ex.slots] = False
+        if candidates is not None:
+            allowed = self._allowed(candidates)
+            if allowed is not None:
+                ok &= allowed
+        slot_of = self._slot_of
+        ok[[slot_of[i] for i in skip if i in slot_of]] = False
+        chosen = self._upvoted[ok[self._upvoted]][: profile.trending]
+        return [Match(self._ranked[s], 0.0, (), trending=True) for s in chosen.tolist()]
 
     def _ranking(
         self,
@@ -260,6 +314,7 @@ class Matcher:
         exclude: Sequence[Keyword],
         candidates: Collection[int] | None,
         limit: int | None,
+        pop: Floats | None = None,
     ) -> tuple[list[int], list[float]]:
         """The slots to show, best first, and their scores.
 
@@ -279,7 +334,7 @@ class Matcher:
             if allowed is not None:
                 hit &= allowed
         found = hit.nonzero()[0]
-        scores = total[found]
+        scores = total[found] if pop is None else total[found] + pop[found]
         count = len(found)
         if limit is not None and count >= 4 * limit:
             # Keep only what can make the top: the maxima of ``limit`` chunks are

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from newsletter.domain import FIELDS, Article, Field, Hit, Keyword, Match, Profile
 from newsletter.matching.matcher import FIELD_FACTORS, Span
+from newsletter.matching.popularity import popularity, trending_key
 from newsletter.matching.textnorm import (
     Pattern,
     Token,
@@ -19,7 +20,7 @@ from newsletter.matching.textnorm import (
     only_stop_words,
 )
 
-__all__ = ["reference_match"]
+__all__ = ["reference_match", "reference_trending"]
 
 
 def _reference_end(pat: Pattern, tokens: list[Token], p: int, j: int) -> int:
@@ -80,6 +81,7 @@ def reference_match(
     *,
     candidates: Collection[int] | None = None,
     limit: int | None = None,
+    popularity_weight: float = 0.0,
 ) -> list[Match]:
     """The matching rules applied one article at a time, without any index or cache."""
     results: list[Match] = []
@@ -101,7 +103,8 @@ def reference_match(
             score += kw.weight * factors
             hits.extend(kw_hits)
         if hits:
-            results.append(Match(article, score, tuple(hits)))
+            pop = popularity(article.upvotes, popularity_weight)
+            results.append(Match(article, score + pop, tuple(hits), popularity=pop))
     results.sort(
         key=lambda m: (
             -m.score,
@@ -112,3 +115,29 @@ def reference_match(
         )
     )
     return results if limit is None else results[:limit]
+
+
+def reference_trending(
+    articles: Sequence[Article],
+    profile: Profile,
+    *,
+    candidates: Collection[int] | None = None,
+    skip: Collection[int] = (),
+) -> list[Match]:
+    """``profile.trending`` most upvoted candidates (one upvote at least), not excluded
+    and not in ``skip`` (the keyword picks), each with the hits it has."""
+    if not profile.trending:
+        return []
+    chosen: list[Match] = []
+    for article in sorted(articles, key=trending_key):
+        if len(chosen) == profile.trending:
+            break
+        if not article.upvotes or article.id in skip:
+            continue
+        if candidates is not None and article.id not in candidates:
+            continue
+        fields = {f: field_tokens(article, f) for f in FIELDS}
+        if any(_reference_hits(kw, fields) for kw in profile.exclude):
+            continue
+        chosen.append(Match(article, 0.0, (), trending=True))
+    return chosen

@@ -21,7 +21,7 @@ from newsletter.db.candidates import CandidateWindow, candidate_windows
 from newsletter.db.subscribers import link_keys, load_profiles
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
-from newsletter.matching import Matcher
+from newsletter.matching import Matcher, digest_picks
 from newsletter.periods import local_now, period_day, period_of, send_day, send_moment
 from newsletter.pipeline.jobs import DigestJob, Draft
 from newsletter.render import DigestRequest, RenderedEmail, Renderer
@@ -193,12 +193,12 @@ class Composer:
             if profile is None or window is None or key is None:
                 log.info("subscriber %d is gone or unsubscribed; no digest", job.subscriber_id)
                 continue
-            matches = tuple(
-                matcher.match(
-                    profile,
-                    candidates=window.article_ids,
-                    limit=profile.max_items or nl.max_items,
-                )
+            matches = digest_picks(
+                matcher,
+                profile,
+                candidates=window.article_ids,
+                limit=profile.max_items or nl.max_items,
+                popularity_weight=nl.popularity_weight,
             )
             unsubscribe, preferences = self.links(job.subscriber_id, *key)
             day = period_day(job.period, profile)

@@ -28,12 +28,14 @@ PROFILE_KEYS = (
     "keywords",
     "exclude",
     "max_items",
+    "trending",
     "frequency",
     "weekday",
     "send_time",
     "timezone",
     "active",
 )
+MAX_TRENDING = 50  # trending picks per digest: a digest, not the whole listing
 KEYWORD_KEYS = ("term", "weight", "exact", "field")
 FIELD_NAMES: dict[str, Field] = {
     "title": "title",
@@ -125,7 +127,13 @@ class _FileReader(NodeReader):
         keys = self.mapping(node, PROFILE_KEYS, "")
         email = self.email(keys.get("email"), line)
         name = self.optional_str(keys.get("name"), "name")
-        keywords = self.keywords(keys.get("keywords"), "keywords", line, required=True)
+        trending = self.positive_int(keys.get("trending"), "trending", MAX_TRENDING)
+        wants_trending = (
+            keys.get("trending") is not None and self.scalar(keys["trending"]) is not None
+        )
+        keywords = self.keywords(
+            keys.get("keywords"), "keywords", line, required=not wants_trending
+        )
         exclude = self.keywords(keys.get("exclude"), "exclude", line, required=False)
         max_items = self.positive_int(keys.get("max_items"), "max_items", MAX_ITEMS_LIMIT)
         frequency = self.frequency(keys.get("frequency"))
@@ -142,6 +150,7 @@ class _FileReader(NodeReader):
                 name=name,
                 exclude=exclude,
                 max_items=max_items,
+                trending=trending,
                 frequency=frequency,
                 weekday=weekday,
                 send_time=send_time,
@@ -273,14 +282,17 @@ class _FileReader(NodeReader):
                 self.problem(
                     line if node is None else line_of(node),
                     name,
-                    "required: a list of at least one keyword",
+                    "required: a list of at least one keyword "
+                    "(or trending: N for the N most upvoted papers alone)",
                 )
             return ()
         if not isinstance(node, yaml.SequenceNode):
             self.problem(line_of(node), name, f"expected a list, got {describe(self.scalar(node))}")
             return ()
         if required and not node.value:
-            self.problem(line_of(node), name, "expected at least one keyword")
+            self.problem(
+                line_of(node), name, "expected at least one keyword (or trending: N alone)"
+            )
         found: list[Keyword] = []
         seen: dict[tuple[tuple[str, ...], bool, Field | None], int] = {}
         for item in node.value:
