@@ -7,6 +7,7 @@ is compared here with the code it stands in for, on varied and hostile input.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from datetime import UTC, datetime
@@ -73,6 +74,10 @@ def _random_matches(seed: int, n: int) -> list[Match]:
             hits.append(Hit(keyword, field, spans if field in ("title", "abstract") else ()))
         out.append(Match(a, 1.0, tuple(hits)))
         out.append(match(a, "RLHF", "reward"))
+        # Upvotes as a reason: a trending pick (maybe with hits too) and a blended score.
+        voted = dataclasses.replace(a, upvotes=rng.choice([None, 0, 1, 57]))
+        out.append(Match(voted, 0.0, tuple(hits[:1]), trending=True))
+        out.append(Match(voted, 2.5, tuple(hits), popularity=rng.choice([0.0, 1.5])))
     return out
 
 

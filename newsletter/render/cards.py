@@ -50,6 +50,7 @@ from newsletter.render.views import (
     card_view,
     clean_keyword,
     trim_plan,
+    with_popularity,
     wrap_text,
 )
 
@@ -296,6 +297,8 @@ def card_draft(match: Match, rank: int) -> CardDraft:
         d.matched = ", ".join([get(item) or _label(*item) for item in items])
     else:
         d.matched = "".join([get(item) or _label(*item) for item in masks.items()])
+    if match.trending or match.popularity:
+        d.matched = with_popularity(match, d.matched)
     if not (entry.title_ok and entry.main_ok):
         return _from_view(d)
     shared_text = _abstract(d, entry, abstract_spans)

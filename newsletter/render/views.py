@@ -286,9 +286,24 @@ def matched_line(match: Match) -> str:
     for keyword, field in match.matched:
         by_kw.setdefault(clean(keyword), set()).add(field)
     order = sorted(by_kw, key=lambda kw: min(FIELD_ORDER.index(f) for f in by_kw[kw]))
-    return ", ".join(
-        f"{kw} ({', '.join(FIELD_LABEL[f] for f in FIELD_ORDER if f in by_kw[kw])})" for kw in order
+    return with_popularity(
+        match,
+        ", ".join(
+            f"{kw} ({', '.join(FIELD_LABEL[f] for f in FIELD_ORDER if f in by_kw[kw])})"
+            for kw in order
+        ),
     )
+
+
+def with_popularity(match: Match, keywords: str) -> str:
+    """The "why" line with the upvotes when they counted: a trending pick's only reason,
+    or a blended score's second one ("RLHF (title) · 57 upvotes")."""
+    votes = match.article.upvotes
+    if match.trending:
+        return f"trending, {counted(votes or 0, 'upvote')}"
+    if match.popularity and votes:
+        return f"{keywords} · {counted(votes, 'upvote')}"
+    return keywords
 
 
 def plural(noun: str) -> str:
@@ -326,7 +341,7 @@ def article_static(article: Article) -> tuple[str, str, str, str, str]:
     link = safe_url(article.link)
     by = byline(article.authors, article.author_count)
     when = date_label(article.published)
-    votes = str(article.upvotes) if article.upvotes is not None else ""
+    votes = str(article.upvotes) if article.upvotes else ""  # no "▲ 0": unknown or none yet
     meta = " · ".join(p for p in (by, when, f"▲ {votes}" if votes else "") if p)
     return link, by, when, votes, meta
 
