@@ -128,8 +128,7 @@ class WebSettings:
 FeedType = Literal["feed", "hf-daily-papers"]
 FEED_TYPES: tuple[FeedType, ...] = ("feed", "hf-daily-papers")
 HF_DEFAULT_URL = "https://huggingface.co/api/daily_papers"
-HF_DEFAULT_DAYS = 3  # late upvotes and missed days are caught by re-reading these
-HF_MAX_DAYS = 30
+HF_DEFAULT_DAYS, HF_MAX_DAYS = 3, 30  # days re-read catch late upvotes and missed days
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +370,20 @@ def _validate(s: Settings, where: str) -> None:
         raise ConfigError(f"duplicate feed name {dupes[0]!r}", path=where, key="feeds.name")
 
 
+def _feed_type(item: dict[str, Any], where: str, key: str) -> tuple[FeedType, int]:
+    """A feed's ``type`` and (Daily Papers only) ``days``, checked."""
+    kind, days = item.get("type", "feed"), item.get("days", HF_DEFAULT_DAYS)
+    if kind not in FEED_TYPES:
+        msg, field_name = f"expected one of {', '.join(FEED_TYPES)}, got {kind!r}", "type"
+    elif isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= HF_MAX_DAYS:
+        msg, field_name = f"expected a whole number of days from 0 to {HF_MAX_DAYS}", "days"
+    elif "days" in item and kind != "hf-daily-papers":
+        msg, field_name = 'days applies to type = "hf-daily-papers" feeds only', "days"
+    else:
+        return kind, days
+    raise ConfigError(msg, path=where, key=f"{key}.{field_name}")
+
+
 def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
     if raw is None:
         return ()
@@ -390,26 +403,9 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
                 path=where,
                 key=key,
             )
-        kind = item.get("type", "feed")
-        if kind not in FEED_TYPES:
-            raise ConfigError(
-                f"expected one of {', '.join(FEED_TYPES)}, got {kind!r}",
-                path=where,
-                key=f"{key}.type",
-            )
+        kind, days = _feed_type(item, where, key)
         if kind == "hf-daily-papers":
             item = {"url": HF_DEFAULT_URL, **item}
-        days = item.get("days", HF_DEFAULT_DAYS)
-        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= HF_MAX_DAYS:
-            raise ConfigError(
-                f"expected a whole number of days from 0 to {HF_MAX_DAYS}, got {days!r}",
-                path=where,
-                key=f"{key}.days",
-            )
-        if "days" in item and kind != "hf-daily-papers":
-            raise ConfigError(
-                'days applies to type = "hf-daily-papers" feeds only', path=where, key=f"{key}.days"
-            )
         for req in ("name", "url"):
             if not isinstance(item.get(req), str) or not item[req].strip():
                 raise ConfigError("expected a non-empty string", path=where, key=f"{key}.{req}")
