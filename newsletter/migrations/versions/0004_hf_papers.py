@@ -1,7 +1,7 @@
 """entries: when the upvotes were read, and the Daily Papers listing day
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-04 17:50:00
 
 Upvotes are refreshed on every fetch of a listing day (the latest read wins, so ranking
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
