@@ -132,6 +132,25 @@ HF_DEFAULT_DAYS, HF_MAX_DAYS = 3, 30  # days re-read catch late upvotes and miss
 
 
 @dataclass(frozen=True, slots=True)
+class SubscribeSettings:
+    """Self-service: the subscribe page, double opt-in and where its profiles live."""
+
+    enabled: bool = True  # false: /subscribe says subscribing is closed
+    allowed_domains: str = ""  # comma-separated, e.g. "uni.example, lab.example"; "": any
+    folder: str = "self-service"  # inside subscribers_dir: the web writes only here
+    edit_operator_files: bool = False  # may the web edit files outside that folder?
+    confirm_hours: int = 48  # how long a confirmation link works
+    per_address_per_hour: int = 3  # confirmation emails to one address
+    per_client_per_hour: int = 10  # subscribe attempts from one client address
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(
+            d.strip().lower().lstrip("@") for d in self.allowed_domains.split(",") if d.strip()
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class FeedSettings:
     name: str
     url: str  # http(s) URL, or an absolute local path (relative ones are resolved on load)
@@ -153,6 +172,7 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     web: WebSettings = field(default_factory=WebSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
+    subscribe: SubscribeSettings = field(default_factory=SubscribeSettings)
     feeds: tuple[FeedSettings, ...] = ()
     config_path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
@@ -171,6 +191,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "smtp": SmtpSettings,
     "web": WebSettings,
     "dkim": DkimSettings,
+    "subscribe": SubscribeSettings,
 }
 
 
@@ -295,6 +316,22 @@ def _resolve_sqlite(url: str, base: Path, where: str) -> str:
 
 def _validate(s: Settings, where: str) -> None:
     n = s.newsletter
+    sub = s.subscribe
+    folder = Path(sub.folder)
+    if (
+        not sub.folder
+        or folder.is_absolute()
+        or ".." in folder.parts
+        or folder.parts[0].startswith(".")
+    ):
+        raise ConfigError(
+            f"expected a plain folder name inside subscribers_dir, got {sub.folder!r}",
+            path=where,
+            key="subscribe.folder",
+        )
+    for key in ("confirm_hours", "per_address_per_hour", "per_client_per_hour"):
+        if getattr(sub, key) < 1:
+            raise ConfigError("expected at least 1", path=where, key=f"subscribe.{key}")
     try:
         time.fromisoformat(n.send_time)
     except ValueError as e:

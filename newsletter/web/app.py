@@ -9,6 +9,8 @@ Routes, all keyed by the opaque token of :mod:`newsletter.tokens`:
 * ``POST /unsubscribe/<token>`` from that page: unsubscribes and confirms, with undo.
 * ``POST /resubscribe/<token>``: the undo.
 * ``GET /preferences/<token>``: the subscriber's keywords, read-only.
+* ``GET/POST /subscribe``, ``GET/POST /subscribe/confirm/<token>``: double opt-in
+  (:mod:`newsletter.web.subscribe`).
 * ``GET /healthz``: the database answers.
 
 A bad, tampered or revoked token, or a subscriber whose profile was deleted, gets a
@@ -36,15 +38,16 @@ from newsletter.config import Settings, bundled_dir, load_settings
 from newsletter.db import connect, current_revision, head_revision
 from newsletter.errors import DatabaseError
 from newsletter.tokens import secret_from_settings
-from newsletter.web.context import EXTENSION, WebContext, web_context
+from newsletter.web.context import EXTENSION, Limits, WebContext, web_context
 from newsletter.web.logsafe import guard
 from newsletter.web.routes import is_one_click, links, request_label, site
+from newsletter.web.subscribe import subscribe
 
 log = guard(logging.getLogger(__name__))
 
 _CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
 
@@ -119,12 +122,14 @@ def create_app(
         settings=settings,
         engine=engine if engine is not None else connect(settings.database.url),
         secret=secret if secret is not None else secret_from_settings(settings),
+        limits=Limits.from_settings(settings),
     )
     # No "//" -> "/" redirect: werkzeug would build its Location from the client's Host
     # header (an open redirect carrying a token). A doubled slash is a 404 instead.
     app.url_map.merge_slashes = False
     app.register_blueprint(links)
     app.register_blueprint(site)
+    app.register_blueprint(subscribe)
     app.context_processor(_globals)
     app.after_request(_headers)
     app.register_error_handler(SQLAlchemyError, _db_down)

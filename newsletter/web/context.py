@@ -6,12 +6,13 @@ Built once by :func:`newsletter.web.app.create_app` and kept on the app
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app
 from sqlalchemy import Engine
 
 from newsletter.config import Settings
+from newsletter.web.ratelimit import RateLimiter
 
 ONE_CLICK_KEY = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
@@ -19,10 +20,24 @@ EXTENSION = "newsletter"
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """The subscribe form's rate limits (per client address, per email address)."""
+
+    client: RateLimiter
+    address: RateLimiter
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        s = settings.subscribe
+        return cls(RateLimiter(s.per_client_per_hour), RateLimiter(s.per_address_per_hour))
+
+
+@dataclass(frozen=True, slots=True)
 class WebContext:
     settings: Settings
     engine: Engine
     secret: bytes
+    limits: Limits = field(default_factory=lambda: Limits(RateLimiter(10), RateLimiter(3)))
 
 
 def web_context() -> WebContext:
