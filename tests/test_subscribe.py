@@ -7,83 +7,27 @@ CLI checks and lists and the next preview includes.
 
 from __future__ import annotations
 
-import email
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-from newsletter.cli import cli
-from newsletter.config import Settings, settings_from_mapping
+from newsletter.config import settings_from_mapping
 from newsletter.errors import ConfigError
 from newsletter.pipeline.preview import run_preview
 from newsletter.tokens import make_confirm_token
-from newsletter.web import create_app
+from tests.support.selfservice import (
+    FORM,
+    LIST_ID,
+    SECRET,
+    World,
+    confirm_link,
+    make_world,
+)
 from tests.support.subscribers import Seed, add_entries, write_profile
-
-SECRET = b"subscribe-test-secret-0123456789"
-LIST_ID = "digest.test.example"
-
-
-@dataclass
-class World:
-    root: Path
-    settings: Settings
-    engine: Engine
-    client: FlaskClient
-
-    @property
-    def subscribers(self) -> Path:
-        return self.settings.newsletter.subscribers_dir
-
-    @property
-    def self_service(self) -> Path:
-        return self.subscribers / "self-service"
-
-    def mails(self) -> list[Message]:
-        sent = self.settings.newsletter.outbox_dir / "sent"
-        return [email.message_from_bytes(p.read_bytes()) for p in sorted(sent.rglob("*.eml"))]
-
-    def mail_to(self, address: str) -> Message:
-        found = [m for m in self.mails() if m["To"] == address]
-        assert len(found) == 1, f"expected one mail to {address}, got {len(found)}"
-        return found[0]
-
-    def cli(self, *args: str) -> str:
-        r = CliRunner().invoke(cli, ["--config", str(self.root / "newsletter.toml"), *args])
-        assert r.exit_code == 0, r.output
-        return r.output
-
-
-def _config(root: Path, db_url: str, extra: str = "") -> str:
-    return (
-        f'[database]\nurl = "{db_url}"\n\n[newsletter]\nsubscribers_dir = "subscribers"\n'
-        f'outbox_dir = "outbox"\nlist_id = "{LIST_ID}"\nlist_name = "Test Digest"\n'
-        f'base_url = "http://digest.test"\n\n[subscribe]\n{extra}'
-    )
-
-
-def make_world(tmp_path: Path, db_url: str, engine: Engine, extra: str = "") -> World:
-    import tomllib
-
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    text = _config(tmp_path, db_url, extra)
-    (tmp_path / "newsletter.toml").write_text(text, encoding="utf-8")
-    write_profile(
-        tmp_path / "subscribers",
-        "ops.yaml",
-        "# the operator's own file\nemail: ops@example.org\nkeywords: [graph neural network]\n",
-    )
-    settings = settings_from_mapping(tomllib.loads(text), base_dir=tmp_path, env={})
-    app = create_app(settings, engine, testing=True, secret=SECRET)
-    return World(tmp_path, settings, engine, app.test_client())
 
 
 @pytest.fixture
@@ -91,24 +35,6 @@ def world(tmp_path: Path, db_url: str, engine: Engine) -> World:
     w = make_world(tmp_path, db_url, engine)
     w.cli("subscribers", "sync")
     return w
-
-
-FORM = {
-    "email": "Grace@Example.org",
-    "name": "Grace",
-    "keywords": 'diffusion model\ntitle: protein folding\n"BERT"\nretrieval ^2',
-    "frequency": "daily",
-    "send_time": "08:15",
-    "timezone": "Europe/Berlin",
-}
-
-
-def confirm_link(mail: Message) -> str:
-    body = mail.get_payload(decode=True)
-    assert isinstance(body, bytes)
-    m = re.search(r"http://digest\.test(/subscribe/confirm/[A-Za-z0-9_-]+)", body.decode())
-    assert m, body
-    return m.group(1)
 
 
 def test_subscribe_confirm_writes_profile_and_next_preview_includes_it(world: World) -> None:

@@ -8,7 +8,8 @@ Routes, all keyed by the opaque token of :mod:`newsletter.tokens`:
   because link scanners (Outlook Safe Links and others) fetch every link in a mail.
 * ``POST /unsubscribe/<token>`` from that page: unsubscribes and confirms, with undo.
 * ``POST /resubscribe/<token>``: the undo.
-* ``GET /preferences/<token>``: the subscriber's keywords, read-only.
+* ``GET/POST /preferences/<token>``: the subscriber's profile, editable when the web
+  wrote it (:mod:`newsletter.web.preferences`), read-only otherwise.
 * ``GET/POST /subscribe``, ``GET/POST /subscribe/confirm/<token>``: double opt-in
   (:mod:`newsletter.web.subscribe`).
 * ``GET /healthz``: the database answers.
@@ -40,6 +41,7 @@ from newsletter.errors import DatabaseError
 from newsletter.tokens import secret_from_settings
 from newsletter.web.context import EXTENSION, Limits, WebContext, web_context
 from newsletter.web.logsafe import guard
+from newsletter.web.preferences import prefs
 from newsletter.web.routes import is_one_click, links, request_label, site
 from newsletter.web.subscribe import subscribe
 
@@ -130,6 +132,7 @@ def create_app(
     app.register_blueprint(links)
     app.register_blueprint(site)
     app.register_blueprint(subscribe)
+    app.register_blueprint(prefs)
     app.context_processor(_globals)
     app.after_request(_headers)
     app.register_error_handler(SQLAlchemyError, _db_down)

@@ -197,28 +197,6 @@ def resubscribe(token: str) -> Any:
     )
 
 
-@links.get("/preferences/<token>")
-def preferences(token: str) -> Any:
-    with session_scope(web_context().engine) as session:
-        target, why = _resolve(session, token)
-        current = get_suppression(session, target.email) if target else None
-    if target is None:
-        return _invalid(why)
-    n = web_context().settings.newsletter
-    return render_template(
-        "web/preferences.html",
-        email=mask_email(target.email),
-        name=target.name,
-        keywords=_keywords(target.profile, "keywords"),
-        exclude=_keywords(target.profile, "exclude"),
-        frequency=target.frequency,
-        send_time=target.send_time or n.send_time,
-        timezone=target.timezone or n.timezone,
-        unsubscribed=current is not None,
-        unsubscribe_url=url_for("links.unsubscribe_page", token=token),
-    )
-
-
 @site.get("/style.css")
 def style() -> Response:
     resp = Response(render_template("web/style.css"), mimetype="text/css")
@@ -235,3 +213,9 @@ def healthz() -> Response:
         log.error("health check failed: %s", e)
         return Response("database unavailable\n", status=503, mimetype="text/plain")
     return Response("ok\n", mimetype="text/plain")
+
+
+# For the self-service modules, which answer links the same way.
+resolve_link = _resolve
+invalid_link = _invalid
+keyword_rows = _keywords
