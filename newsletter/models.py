@@ -181,6 +181,24 @@ class Suppression(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ProfileChange(Base):
+    """One change a feedback link made to a self-service profile file, for Undo."""
+
+    __tablename__ = "profile_changes"
+    __table_args__ = (Index("ix_profile_changes_subscriber_id", "subscriber_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("entries.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(20))  # more | fewer
+    summary: Mapped[str] = mapped_column(Text)  # what the page said was done
+    source_file: Mapped[str] = mapped_column(Text)  # relative to subscribers_dir
+    before_text: Mapped[str] = mapped_column(Text)
+    after_text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None]
+
+
 class Digest(Base):
     """Outbox: one row per (subscriber, period), the unit of exactly-once delivery.
 

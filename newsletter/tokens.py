@@ -155,6 +155,73 @@ def check_form_key(
     return hmac.compare_digest(form_key(secret, token, action).encode(), value.encode())
 
 
+_FEEDBACK_FORMAT = 1
+_FEEDBACK_PLAIN = struct.Struct(">QIQB")  # subscriber_id, token_version, entry_id, direction
+_FEEDBACK_BYTES = 1 + _FEEDBACK_PLAIN.size + _TAG_BYTES
+FeedbackDirection = Literal["more", "fewer"]
+_DIRECTIONS: tuple[FeedbackDirection, FeedbackDirection] = ("more", "fewer")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackData:
+    """What a feedback link names: who, at which link generation, which entry, which way."""
+
+    subscriber_id: int
+    version: int
+    entry_id: int
+    direction: FeedbackDirection
+
+
+def make_feedback_token(
+    secret: bytes,
+    *,
+    subscriber_id: int,
+    list_id: str,
+    version: int,
+    entry_id: int,
+    direction: FeedbackDirection,
+) -> str:
+    """The "More/Fewer like this" link of one card: like :func:`make_token` (same
+    construction, its own keys), bound to one entry and one direction, revoked with
+    the subscriber's other links."""
+    if not secret:
+        raise TokenError("empty secret")
+    if not 0 <= subscriber_id < 2**64 or not 0 <= version < 2**32 or not 0 <= entry_id < 2**64:
+        raise TokenError("feedback token field out of range")
+    plain = _FEEDBACK_PLAIN.pack(subscriber_id, version, entry_id, _DIRECTIONS.index(direction))
+    msg = bytes([_FEEDBACK_FORMAT]) + list_id.encode("utf-8") + b"\x00" + plain
+    tag = hmac.digest(_subkey(secret, b"feedback-mac"), msg, "sha256")[:_TAG_BYTES]
+    stream = hmac.digest(_subkey(secret, b"feedback-enc"), tag, "sha256")[: len(plain)]
+    raw = bytes([_FEEDBACK_FORMAT]) + _xor(plain, stream) + tag
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def read_feedback_token(secret: bytes, token: str, *, list_id: str) -> FeedbackData:
+    """Check and open a :func:`make_feedback_token`; :class:`TokenError` if not ours.
+    The caller compares ``version`` with the subscriber's ``token_version``."""
+    if not secret:
+        raise TokenError("empty secret")
+    if not token or len(token) > 96 or not token.isascii():
+        raise TokenError("malformed token")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise TokenError("malformed token") from e
+    if len(raw) != _FEEDBACK_BYTES or raw[0] != _FEEDBACK_FORMAT:
+        raise TokenError("malformed token")
+    cipher, tag = raw[1 : 1 + _FEEDBACK_PLAIN.size], raw[1 + _FEEDBACK_PLAIN.size :]
+    stream = hmac.digest(_subkey(secret, b"feedback-enc"), tag, "sha256")[: len(cipher)]
+    plain = _xor(cipher, stream)
+    msg = bytes([_FEEDBACK_FORMAT]) + list_id.encode("utf-8") + b"\x00" + plain
+    expected = hmac.digest(_subkey(secret, b"feedback-mac"), msg, "sha256")[:_TAG_BYTES]
+    if not hmac.compare_digest(expected, tag):
+        raise TokenError("invalid token signature")
+    subscriber_id, version, entry_id, direction = _FEEDBACK_PLAIN.unpack(plain)
+    if direction >= len(_DIRECTIONS):
+        raise TokenError("malformed token")
+    return FeedbackData(subscriber_id, version, entry_id, _DIRECTIONS[direction])
+
+
 _CONFIRM_FORMAT = 1
 _CONFIRM_MAX_CHARS = 4096
 _EXPIRY = struct.Struct(">Q")
@@ -230,6 +297,11 @@ def preferences_url(base_url: str, token: str) -> str:
 def confirm_url(base_url: str, token: str) -> str:
     """The double opt-in link of the confirmation email (GET page, POST confirms)."""
     return _join(base_url, f"subscribe/confirm/{token}")
+
+
+def feedback_url(base_url: str, token: str) -> str:
+    """A card's "More/Fewer like this" link (GET page, POST applies)."""
+    return _join(base_url, f"feedback/{token}")
 
 
 def development_secret(list_id: str) -> bytes:

@@ -69,7 +69,8 @@ def keyword_item(line: str) -> str | dict[str, Any]:
         text, item["exact"] = text[1:-1].strip(), True
     if not item:
         return text
-    return {"term": text, **dict(sorted(item.items()))}
+    ordered: dict[str, Any] = _ordered({"term": text, **item})
+    return ordered
 
 
 def keyword_line(item: object) -> str:
@@ -105,7 +106,19 @@ def profile_document(values: Mapping[str, Any]) -> dict[str, Any]:
         "email", "name", "keywords", "exclude", "max_items",
         "frequency", "weekday", "send_time", "timezone", "active",
     )  # fmt: skip
-    return {k: values[k] for k in order if values.get(k) not in (None, "", [])}
+    out = {k: values[k] for k in order if values.get(k) not in (None, "", [])}
+    for key in ("keywords", "exclude"):
+        if key in out:
+            out[key] = [_ordered(item) for item in out[key]]
+    return out
+
+
+def _ordered(item: Any) -> Any:
+    """A keyword mapping in the order people write it (term first), whatever came in."""
+    if not isinstance(item, Mapping):
+        return item
+    keys = ("term", "weight", "exact", "field")
+    return {k: item[k] for k in (*keys, *sorted(set(item) - set(keys))) if k in item}
 
 
 def profile_text(document: Mapping[str, Any]) -> str:

@@ -12,6 +12,8 @@ Routes, all keyed by the opaque token of :mod:`newsletter.tokens`:
   wrote it (:mod:`newsletter.web.preferences`), read-only otherwise.
 * ``GET/POST /subscribe``, ``GET/POST /subscribe/confirm/<token>``: double opt-in
   (:mod:`newsletter.web.subscribe`).
+* ``GET/POST /feedback/<token>``, ``POST /feedback/undo/<token>/<id>``: More/Fewer like
+  this from a card, and its Undo (:mod:`newsletter.web.feedback`).
 * ``GET /healthz``: the database answers.
 
 A bad, tampered or revoked token, or a subscriber whose profile was deleted, gets a
@@ -40,6 +42,7 @@ from newsletter.db import connect, current_revision, head_revision
 from newsletter.errors import DatabaseError
 from newsletter.tokens import secret_from_settings
 from newsletter.web.context import EXTENSION, Limits, WebContext, web_context
+from newsletter.web.feedback import feedback
 from newsletter.web.logsafe import guard
 from newsletter.web.preferences import prefs
 from newsletter.web.routes import is_one_click, links, request_label, site
@@ -133,6 +136,7 @@ def create_app(
     app.register_blueprint(site)
     app.register_blueprint(subscribe)
     app.register_blueprint(prefs)
+    app.register_blueprint(feedback)
     app.context_processor(_globals)
     app.after_request(_headers)
     app.register_error_handler(SQLAlchemyError, _db_down)

@@ -80,7 +80,7 @@ def validate(document: Mapping[str, Any], *, source: str) -> tuple[str, Problems
     address outside the allowed domains is refused here (the only rule the validator
     does not know).
     """
-    text = profile_text(document)
+    text = profile_text(profile_document(document))  # one key order, whatever came in
     problems = check_text(text, source=source)
     domains = web_context().settings.subscribe.domains
     email = str(document.get("email", ""))

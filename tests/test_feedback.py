@@ -1,0 +1,178 @@
+"""More/Fewer like this: GET asks, POST changes the YAML as shown, Undo restores bytes."""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import Engine, func, select
+
+from newsletter.db import session_scope
+from newsletter.models import ProfileChange, Subscriber
+from newsletter.profiles import read_profiles
+from newsletter.profiles.tuning import distinctive_phrase, tune
+from newsletter.tokens import FeedbackDirection, make_feedback_token, make_token
+from tests.support.selfservice import LIST_ID, SECRET, World, make_world, subscribe_and_confirm
+from tests.support.subscribers import Seed, add_entries
+
+
+@pytest.fixture
+def world(tmp_path: Path, db_url: str, engine: Engine) -> World:
+    w = make_world(tmp_path, db_url, engine)
+    w.cli("subscribers", "sync")
+    return w
+
+
+def grace(world: World) -> tuple[int, Path]:
+    subscribe_and_confirm(world)
+    with session_scope(world.engine) as s:
+        sid = s.scalar(select(Subscriber.id).where(Subscriber.email == "grace@example.org"))
+    assert sid is not None
+    return sid, world.self_service / "grace_at_example.org.yaml"
+
+
+def entry(world: World, title: str) -> int:
+    now = datetime.now(UTC)
+    return add_entries(world.engine, [Seed(title=title, first_seen=now - timedelta(hours=1))])[0]
+
+
+def link(sid: int, entry_id: int, direction: FeedbackDirection) -> str:
+    token = make_feedback_token(
+        SECRET, subscriber_id=sid, list_id=LIST_ID, version=1, entry_id=entry_id,
+        direction=direction,
+    )  # fmt: skip
+    return f"/feedback/{token}"
+
+
+def changes(world: World) -> int:
+    with session_scope(world.engine) as s:
+        return int(s.scalar(select(func.count()).select_from(ProfileChange)) or 0)
+
+
+def shown_diff(page: str) -> list[str]:
+    m = re.search(r'<pre id="diff">(.*?)</pre>', page, re.S)
+    assert m, page
+    return [
+        html.unescape(x) for x in re.findall(r'<span class="(?:del|ins)">(.*?)</span>', m.group(1))
+    ]
+
+
+def test_get_asks_and_changes_nothing(world: World) -> None:
+    sid, path = grace(world)
+    before = path.read_bytes()
+    url = link(sid, entry(world, "A diffusion model for weather"), "more")
+    for _ in range(3):
+        r = world.client.get(url)
+        assert r.status_code == 200 and 'id="apply"' in r.text
+        assert "A diffusion model for weather" in r.text
+    assert path.read_bytes() == before and changes(world) == 0
+
+
+def test_more_raises_matched_weight_as_shown_and_undo_restores_bytes(world: World) -> None:
+    sid, path = grace(world)
+    before = path.read_bytes()
+    r = world.client.post(link(sid, entry(world, "A diffusion model for weather"), "more"))
+    assert r.status_code == 200
+    assert "&#39;diffusion model&#39; now weighs 2" in r.text
+    after = path.read_text(encoding="utf-8")
+    data = yaml.safe_load(after)
+    assert {"term": "diffusion model", "weight": 2} in data["keywords"]
+    assert read_profiles(world.subscribers).ok
+    # The page shows exactly the lines that differ between the two files.
+    assert shown_diff(r.text) == [
+        "- - diffusion model",
+        "+ - term: diffusion model",
+        "+   weight: 2",
+    ]
+    assert (
+        before.decode().replace("- diffusion model\n", "- term: diffusion model\n  weight: 2\n")
+        == after
+    )
+    with session_scope(world.engine) as s:
+        sub = s.get(Subscriber, sid)
+        assert sub is not None
+        assert {"term": "diffusion model", "weight": 2.0, "exact": False, "field": None} in [
+            {k: v for k, v in kw.items() if k in ("term", "weight", "exact", "field")}
+            for kw in sub.profile["keywords"]
+        ]
+    undo = re.search(r'<form method="post" action="(/feedback/undo/[^"]+)">', r.text)
+    assert undo
+    u = world.client.post(undo.group(1))
+    assert u.status_code == 200 and 'id="undone"' in u.text
+    assert path.read_bytes() == before
+    again = world.client.post(undo.group(1))
+    assert again.status_code == 200 and "Already undone" in again.text
+    assert path.read_bytes() == before
+
+
+def test_more_without_a_matched_keyword_adds_a_phrase(world: World) -> None:
+    sid, path = grace(world)
+    r = world.client.post(link(sid, entry(world, "Sparse attention for long documents"), "more"))
+    assert "added the keyword &#39;Sparse attention&#39;" in r.text
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert data["keywords"][-1] == "Sparse attention"
+    assert read_profiles(world.subscribers).ok
+
+
+def test_fewer_adds_an_exclude_and_a_history_is_kept(world: World) -> None:
+    sid, path = grace(world)
+    first = world.client.post(link(sid, entry(world, "A diffusion model for weather"), "fewer"))
+    assert first.status_code == 200
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # "diffusion model" matched at weight 1: the title's longest word not yet in the
+    # profile becomes an exclude (the two-word phrase is already a keyword).
+    assert data["exclude"] == ["diffusion"]
+    assert "no longer sent" in first.text
+    second = world.client.post(link(sid, entry(world, "Retrieval for code search"), "fewer"))
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # retrieval weighs 2: fewer lowers it to 1, the plain form again.
+    assert "retrieval" in data["keywords"]
+    assert 'id="history"' in second.text and changes(world) == 2
+    assert read_profiles(world.subscribers).ok
+
+
+def test_undo_is_refused_when_the_file_changed_since(world: World) -> None:
+    sid, path = grace(world)
+    r = world.client.post(link(sid, entry(world, "A diffusion model for weather"), "more"))
+    undo = re.search(r'action="(/feedback/undo/[^"]+)"', r.text)
+    assert undo
+    world.client.post(link(sid, entry(world, "Dense retrieval at scale"), "more"))
+    later = path.read_bytes()
+    assert world.client.post(undo.group(1)).status_code == 409
+    assert path.read_bytes() == later
+
+
+def test_bad_links_and_operator_files(world: World) -> None:
+    sid, _ = grace(world)
+    eid = entry(world, "A diffusion model for weather")
+    url = link(sid, eid, "more")
+    tampered = url[:-2] + ("AA" if url[-2:] != "AA" else "BB")
+    assert world.client.post(tampered).status_code == 400
+    with session_scope(world.engine) as s:
+        ops = s.scalar(select(Subscriber.id).where(Subscriber.email == "ops@example.org"))
+    assert ops is not None
+    ops_file = world.subscribers / "ops.yaml"
+    before = ops_file.read_bytes()
+    assert world.client.post(link(ops, eid, "more")).status_code == 403
+    assert ops_file.read_bytes() == before
+    # Another subscriber's link token cannot undo Grace's change.
+    r = world.client.post(url)
+    m = re.search(r"/feedback/undo/[^/]+/(\d+)", r.text)
+    assert m
+    ops_token = make_token(SECRET, subscriber_id=ops, list_id=LIST_ID, version=1)
+    assert world.client.post(f"/feedback/undo/{ops_token}/{m.group(1)}").status_code in (400, 403)
+
+
+def test_tune_rules() -> None:
+    profile = {"email": "a@example.org", "keywords": ["graph", {"term": "x ray", "weight": 3}]}
+    more, said = tune(profile, direction="more", matched=["graph"], title="Graph nets")
+    assert more["keywords"][0] == {"term": "graph", "weight": 2} and "weighs 2" in said
+    fewer, _ = tune(profile, direction="fewer", matched=["x ray"], title="X ray imaging")
+    assert fewer["keywords"][1] == {"term": "x ray", "weight": 2}
+    assert profile["keywords"][0] == "graph"  # the input is not modified
+    assert distinctive_phrase("The art of the graph", ["graph"]) == "art"
+    assert distinctive_phrase("On the of") is None
