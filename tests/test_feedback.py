@@ -153,8 +153,12 @@ def test_bad_links_and_operator_files(world: World) -> None:
     tampered = url[:-2] + ("AA" if url[-2:] != "AA" else "BB")
     assert world.client.post(tampered).status_code == 400
     with session_scope(world.engine) as s:
-        ops = s.scalar(select(Subscriber.id).where(Subscriber.email == "ops@example.org"))
-    assert ops is not None
+        row = s.execute(
+            select(Subscriber.id, Subscriber.token_salt).where(
+                Subscriber.email == "ops@example.org"
+            )
+        ).one()
+    ops, ops_salt = row
     ops_file = world.subscribers / "ops.yaml"
     before = ops_file.read_bytes()
     assert world.client.post(link(ops, eid, "more")).status_code == 403
@@ -163,7 +167,7 @@ def test_bad_links_and_operator_files(world: World) -> None:
     r = world.client.post(url)
     m = re.search(r"/feedback/undo/[^/]+/(\d+)", r.text)
     assert m
-    ops_token = make_token(SECRET, subscriber_id=ops, list_id=LIST_ID, version=1)
+    ops_token = make_token(SECRET, subscriber_id=ops, list_id=LIST_ID, version=1, salt=ops_salt)
     assert world.client.post(f"/feedback/undo/{ops_token}/{m.group(1)}").status_code in (400, 403)
 
 

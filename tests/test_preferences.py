@@ -127,7 +127,9 @@ def test_an_operator_file_is_read_only(world: World) -> None:
     with session_scope(world.engine) as s:
         sub = s.scalar(select(Subscriber).where(Subscriber.email == "ops@example.org"))
         assert sub is not None
-        token = make_token(SECRET, subscriber_id=sub.id, list_id=LIST_ID, version=1)
+        token = make_token(
+            SECRET, subscriber_id=sub.id, list_id=LIST_ID, version=1, salt=sub.token_salt
+        )
     ops = world.subscribers / "ops.yaml"
     before = ops.read_bytes()
     page = world.client.get(f"/preferences/{token}")

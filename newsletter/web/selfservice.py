@@ -115,6 +115,7 @@ def link_token(sub: Subscriber) -> str:
         subscriber_id=sub.id,
         list_id=ctx.settings.newsletter.list_id,
         version=sub.token_version,
+        salt=sub.token_salt,
     )
 
 

@@ -1,7 +1,7 @@
 """profile_changes: the history of what feedback links changed in a self-service profile
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-04 18:00:00
 
 Every More/Fewer-like-this click rewrites the subscriber's YAML file; the file's text
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
