@@ -36,9 +36,11 @@ pytest: venv
 
 test: lint pytest
 
-# make bench [N=10000]: the send pipeline's speed on this machine (README, Performance)
+# make bench [N=10000]: the send pipeline's speed on this machine (README, Performance),
+# then the CLI's start-up time (benchmarks/cli_startup.py)
 bench: venv
 	$(BIN)/python -m benchmarks.run $(if $(N),--n $(N),)
+	$(BIN)/python -m benchmarks.cli_startup
 
 # make soak [DAYS=30 SEEDS=1,2,3,4,5 DATABASE=sqlite|postgresql+psycopg://...]: a simulated
 # month of SMTP faults, kills and concurrent sends; non-zero on any duplicate, loss or hang

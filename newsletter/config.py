@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from newsletter.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "newsletter.toml"
@@ -300,6 +297,9 @@ def _resolve(base: Path, p: Path) -> Path:
 
 def _resolve_sqlite(url: str, base: Path, where: str) -> str:
     """Make a relative SQLite path relative to the config file, not to the cwd."""
+    from sqlalchemy.engine import make_url  # here: settings alone need not load SQLAlchemy
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError as e:

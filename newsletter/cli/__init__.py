@@ -7,6 +7,7 @@ unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import Any
@@ -17,10 +18,88 @@ from newsletter import __version__, clock
 from newsletter.cli.context import AppContext, fail
 from newsletter.errors import NewsletterError
 
+# One module per command (or group), named for it. Each is imported only when its
+# command runs, so ``--help`` and ``status`` do not pay for Alembic, the renderer or
+# the matcher; the help line is kept here for the same reason (a test keeps it equal
+# to the command's docstring). Add a command by adding a line.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "db": ("newsletter.cli.db:db_group", "Manage the database schema."),
+    "fetch": (
+        "newsletter.cli.fetch:fetch_command",
+        "Fetch the feeds and store new entries; exit 1 if any feed failed.",
+    ),
+    "init": (
+        "newsletter.cli.init:init_command",
+        "Write a working config, sample feeds, a sample subscriber and the templates.",
+    ),
+    "match": (
+        "newsletter.cli.match:match_cmd",
+        "Show the entries a subscriber's next digest would hold, ranked and explained.",
+    ),
+    "preview": (
+        "newsletter.cli.preview:preview",
+        "Write the digests that would go out (HTML, text, .eml) and an index; send nothing.",
+    ),
+    "resend": (
+        "newsletter.cli.send:resend_command",
+        "Settle a digest left in 'sending' (or failed) by hand; without arguments, list them.",
+    ),
+    "run": (
+        "newsletter.cli.run:run_command",
+        "Fetch and send on schedule until stopped (SIGTERM/SIGINT stop cleanly).",
+    ),
+    "send": ("newsletter.cli.send:send_command", "Deliver the digests that are due now."),
+    "serve": (
+        "newsletter.cli.serve:serve",
+        "Serve the unsubscribe and preferences pages (development server).",
+    ),
+    "status": (
+        "newsletter.cli.status:status_command",
+        "Show feed health, entry counts and the last runs.",
+    ),
+    "subscribers": (
+        "newsletter.cli.subscribers:subscribers_group",
+        "Subscriber profiles: validate the YAML, sync it into the database, list.",
+    ),
+}
+
+
+def load_command(name: str) -> click.Command:
+    """Import the module of command ``name`` and return its click command."""
+    module, _, attr = COMMANDS[name][0].partition(":")
+    command = getattr(importlib.import_module(module), attr)
+    assert isinstance(command, click.Command)
+    return command
+
 
 class _Group(click.Group):
-    """Turns a core error into one line and its exit code for every command, under
-    ``main`` and click's test runner alike; ``--debug`` lets the traceback through."""
+    """Loads commands on demand (see ``COMMANDS``) and turns a core error into one line
+    and its exit code for every command, under ``main`` and click's test runner alike;
+    ``--debug`` lets the traceback through."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(load_command(cmd_name), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's version loads every command for its help line; ours reads the registry.
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in COMMANDS:
+                text = click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)
+            else:
+                text = self.commands[name].get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -64,40 +143,6 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -
         )
     ctx.obj = AppContext(config_path=config_path, debug=debug, quiet=quiet)
     ctx.call_on_close(ctx.obj.close)
-
-
-def _register() -> None:
-    # One module per command (or group), named for it; ``cli`` stays the single entry.
-    from newsletter.cli import (
-        db,
-        fetch,
-        init,
-        match,
-        preview,
-        run,
-        send,
-        serve,
-        status,
-        subscribers,
-    )
-
-    for command in (
-        init.init_command,
-        fetch.fetch_command,
-        status.status_command,
-        serve.serve,
-        send.send_command,
-        send.resend_command,
-        run.run_command,
-        subscribers.subscribers_group,
-        match.match_cmd,
-        preview.preview,
-        db.db_group,
-    ):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,7 +113,7 @@ def match_cmd(
     """Show the entries a subscriber's next digest would hold, ranked and explained."""
     now = _parse_moment(as_of, "--as-of") if as_of else clock.now()
     since_at = _parse_moment(since, "--since") if since else None
-    with session_scope(app.engine) as session:
+    with session_scope(app.reader) as session:
         sid = subscriber_id(session, email)
         if sid is None:
             fail(f"no subscriber with address {email.strip()} (is the profile synced?)")

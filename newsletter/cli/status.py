@@ -194,7 +194,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     """Show feed health, entry counts and the last runs."""
     now = clock.now()
     try:
-        with session_scope(app.engine) as session:
+        with session_scope(app.reader) as session:
             sections = [build(app, session, now) for build in SECTIONS]
     except SQLAlchemyError as e:
         raise DatabaseError(f"cannot read the status from the database: {e}") from e

@@ -14,7 +14,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from newsletter import clock
-from newsletter.cli.context import AppContext, fail, pass_app
+from newsletter.cli.context import AppContext, fail, pass_app, plural
 from newsletter.db import session_scope
 from newsletter.db.subscribers import (
     STATUSES,
@@ -91,8 +91,8 @@ def sync_cmd(app: AppContext, dry_run: bool, verbose: bool, allow_mass_deactivat
         else:
             session.commit()
     _print_problems(loaded, err=True)
-    click.echo(
-        f"{len(loaded.profiles)} profiles in {len(loaded.files)} files: "
+    app.say(
+        f"{plural(len(loaded.profiles), 'profile')} in {plural(len(loaded.files), 'file')}: "
         f"{len(synced.created)} created, {len(synced.updated)} updated, "
         f"{synced.unchanged} unchanged, {len(synced.deactivated)} deactivated"
         + (" (dry run: nothing changed)" if dry_run else "")
@@ -107,16 +107,16 @@ def sync_cmd(app: AppContext, dry_run: bool, verbose: bool, allow_mass_deactivat
     ]
     for label, emails in lines:
         for email in emails:
-            click.echo(f"  {label}: {email}")
+            app.say(f"  {label}: {email}")
     for source, old, new in synced.moved:
-        click.echo(
+        app.say(
             f"  address changed in {source}: {old} -> {new} "
             f"(a new subscriber; {old} deactivated, its history stays with it)"
         )
     for source, email, message in synced.failed:
         click.echo(f"{source}: {email}: {message}; left as it was", err=True)
     for source in sorted(loaded.failed_files):
-        click.echo(f"  left as they were: the subscribers of {source} (it has problems)")
+        app.say(f"  left as they were: the subscribers of {source} (it has problems)")
     if loaded.problems or synced.failed:
         raise SystemExit(1)
 
@@ -139,7 +139,7 @@ def list_cmd(
     if unsubscribed:
         echo_unsubscribed(app, as_json=as_json)
         return
-    with session_scope(app.engine) as session:
+    with session_scope(app.reader) as session:
         rows = list_subscribers(session, include_deleted=show_all or status == "deleted")
     if status:
         rows = [r for r in rows if r.status == status]
@@ -254,7 +254,7 @@ def revoke_links_cmd(app: AppContext, email: str) -> None:
 
 def echo_unsubscribed(app: AppContext, *, as_json: bool = False) -> None:
     """Print the suppression list: a table on a terminal, tab-separated lines otherwise."""
-    with session_scope(app.engine) as session:
+    with session_scope(app.reader) as session:
         rows = list_suppressions(session)
     if as_json:
         click.echo(

@@ -11,6 +11,7 @@ from newsletter.db.core import (
     current_revision,
     ensure_schema,
     head_revision,
+    schema_state,
     session_scope,
     upgrade,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "current_revision",
     "ensure_schema",
     "head_revision",
+    "schema_state",
     "session_scope",
     "upgrade",
 ]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +17,14 @@ from sqlalchemy.orm import Session
 
 from newsletter.errors import DatabaseError
 from newsletter.models import Base
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# Alembic is imported only to migrate: reading the version and finding the head are
+# done here, so a command that only reads never pays for importing it.
+_REVISION = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*['\"]([^'\"]+)['\"]", re.M)
+_DOWN = re.compile(r"^down_revision(?:\s*:[^=]+)?\s*=\s*(.+)$", re.M)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -74,9 +79,16 @@ def _create_private(path: Path) -> None:
 
 
 def connect(
-    url: str, *, echo: bool = False, migrate: bool = True, read_only: bool = False
+    url: str,
+    *,
+    echo: bool = False,
+    migrate: bool = True,
+    read_only: bool = False,
+    create: bool = True,
 ) -> Engine:
     """Create the engine for ``url``; create or upgrade the schema unless told not to.
+
+    ``create=False``: never create a SQLite file or its folders (reading commands).
 
     ``read_only``: an engine for sessions that only read (composing). On SQLite their
     transactions then begin deferred and read a snapshot beside the writer, instead of
@@ -89,9 +101,16 @@ def connect(
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite:
+        connect_args: dict[str, Any] = {"timeout": 30, "isolation_level": None}
         if parsed.database and parsed.database != ":memory:":
-            _create_private(Path(parsed.database).expanduser())
-        kwargs["connect_args"] = {"timeout": 30, "isolation_level": None}
+            path = Path(parsed.database).expanduser()
+            if create:
+                _create_private(path)
+            elif not path.is_file():
+                raise DatabaseError(
+                    f"no database at {str(path)!r}: create it with `newsletter db upgrade`"
+                )
+        kwargs["connect_args"] = connect_args
     else:
         kwargs["pool_pre_ping"] = True
     try:
@@ -120,26 +139,63 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
     return cfg
 
 
+def _scan_head() -> str | None:
+    """The head from the version files' ``revision``/``down_revision`` lines, or None
+    when they cannot be read that simply (then Alembic decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for f in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        src = f.read_text(encoding="utf-8")
+        rev, down = _REVISION.search(src), _DOWN.search(src)
+        if rev is None or down is None:
+            return None
+        revisions.add(rev.group(1))
+        parents.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
 def head_revision() -> str | None:
+    head = _scan_head()
+    if head is not None:
+        return head
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The stamped revision (None on an empty database), read without Alembic."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not engine.dialect.has_table(conn, "alembic_version"):
+                return None
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
     except SQLAlchemyError as e:
         raise DatabaseError(f"cannot read the schema version: {e}") from e
+    return rows[0][0] if len(rows) == 1 else None
+
+
+def schema_state(engine: Engine) -> str:
+    """``missing`` (empty database), ``behind`` (needs ``db upgrade``) or ``current``."""
+    current = current_revision(engine)
+    if current is None:
+        return "missing"
+    return "current" if current == head_revision() else "behind"
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (``newsletter db upgrade``)."""
+    from alembic import command
+
     try:
         command.upgrade(_alembic_config(engine), revision)
     except SQLAlchemyError as e:
