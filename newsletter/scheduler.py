@@ -39,6 +39,9 @@ from newsletter.pipeline.send import SendOptions, SendSummary, send_due
 
 log = logging.getLogger(__name__)
 
+# A round's summary line; ``run --once`` prints the summary itself and drops these.
+ROUND_SUMMARY = {"reported": True}
+
 LEASE_TTL = timedelta(minutes=2)
 LEASE_RENEW_SECONDS = 30
 SEND_EVERY_SECONDS = 60
@@ -141,6 +144,7 @@ class DigestScheduler:
                 report.updated,
                 report.failed,
                 time.monotonic() - t0,
+                extra=ROUND_SUMMARY,
             )
             return report
 
@@ -176,6 +180,7 @@ class DigestScheduler:
                     summary.retried,
                     f"; {summary.error}" if summary.error else "",
                     time.monotonic() - t0,
+                    extra=ROUND_SUMMARY,
                 )
             else:
                 log.debug("send: nothing due")

@@ -46,6 +46,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, TokenError
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 FORMAT = 2  # 1: before the per-subscriber salt; refused
 _PLAIN = struct.Struct(">QI")  # subscriber_id, token_version
@@ -346,9 +347,11 @@ def secret_from_settings(
             path="environment",
             key=name or "newsletter.secret_key_env",
         )
-    log.warning(
-        "%s is not set: unsubscribe links use a public development key "
-        "(fine for previews, never for real mail)",
-        name or "the secret key variable",
-    )
+    if name not in _warned:  # once per process, however many stages ask for the key
+        _warned.add(name)
+        log.warning(
+            "%s is not set: unsubscribe links use a public development key "
+            "(fine for previews, never for real mail)",
+            name or "the secret key variable",
+        )
     return development_secret(n.list_id)

@@ -160,6 +160,9 @@ def test_unreachable_server_is_one_error_line(
         f"error: SMTP server unavailable: connecting to 127.0.0.1:{port} failed:"
     )
     assert "Traceback" not in proc.stderr
+    # One message for the event: the `error:` line, not also an ERROR log line.
+    assert proc.stderr.count("SMTP server unavailable") == 1, proc.stderr
+    assert " ERROR " not in proc.stderr
     assert "2 digest(s) still pending" in proc.stdout
     assert {d.status for d in digests(engine)} == {"pending", "skipped"}
 

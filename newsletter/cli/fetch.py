@@ -6,7 +6,7 @@ import json
 
 import click
 
-from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.context import AppContext, pass_app, plural, reported_elsewhere
 from newsletter.cli.progress import ProgressBar
 from newsletter.pipeline.fetch import FeedReport, FetchReport, fetch_feeds
 
@@ -43,7 +43,7 @@ def _total_line(report: FetchReport) -> str:
     seconds = (report.finished_at - report.started_at).total_seconds()
     failed = f", {report.failed} failed" if report.failed else ""
     return (
-        f"total: {len(report.feeds)} feeds, {report.new} new, {report.updated} updated, "
+        f"total: {plural(len(report.feeds), 'feed')}, {report.new} new, {report.updated} updated, "
         f"{report.unchanged} unchanged{failed} ({seconds:.1f} s)"
     )
 
@@ -67,7 +67,8 @@ def fetch_command(app: AppContext, names: tuple[str, ...], as_json: bool) -> Non
         return
     bar = _Bar() if app.interactive and not as_json else None
     try:
-        report = fetch_feeds(app.engine, settings, names=names, progress=bar)
+        with reported_elsewhere():
+            report = fetch_feeds(app.engine, settings, names=names, progress=bar)
     finally:
         if bar:
             bar.stop()

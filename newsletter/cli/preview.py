@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from newsletter import clock
-from newsletter.cli.context import AppContext, only_subscribers, pass_app
+from newsletter.cli.context import AppContext, only_subscribers, pass_app, plural
 from newsletter.pipeline.preview import run_preview
 
 
@@ -44,13 +44,14 @@ def preview(
         if row.html_href:
             more = f", {row.n_more} as links" if row.n_more else ""
             size = f"{row.size / 1024:.1f} KB"
-            click.echo(f"  {row.email}: {row.n_entries} entries{more}, {size}  {row.subject}")
+            entries = plural(row.n_entries, "entry", "entries")
+            app.say(f"  {row.email}: {entries}{more}, {size}  {row.subject}")
         else:
-            click.echo(f"  {row.email}: {row.note}")
+            app.say(f"  {row.email}: {row.note}")
     nothing = len(result.rows) - result.written
-    click.echo(
-        f"{result.written} digests written to {result.out_dir}"
-        + (f" ({nothing} subscribers had nothing new)" if nothing else "")
+    app.say(
+        f"{plural(result.written, 'digest')} written to {result.out_dir}"
+        + (f" ({plural(nothing, 'subscriber')} had nothing new)" if nothing else "")
         + "; nothing was sent"
     )
-    click.echo(f"open {result.index.as_uri()}")
+    app.say(f"open {result.index.as_uri()}")

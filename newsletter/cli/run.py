@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from newsletter.cli.context import AppContext, pass_app
+from newsletter.cli.context import AppContext, pass_app, plural, reported_elsewhere
 from newsletter.cli.send import graceful_stop, print_summary
 from newsletter.errors import NewsletterError
 from newsletter.pipeline.parallel import composer_for
@@ -21,7 +21,7 @@ def run_command(app: AppContext, once: bool) -> None:
         if not once:
             scheduler.run_forever()
             return
-        with graceful_stop() as stop:
+        with graceful_stop() as stop, reported_elsewhere():
             scheduler.stop_event = stop
             result = scheduler.once()
         if result.standby:
@@ -31,7 +31,8 @@ def run_command(app: AppContext, once: bool) -> None:
         if result.fetch is not None:
             f = result.fetch
             click.echo(
-                f"fetched {len(f.feeds)} feeds: {f.new} new, {f.updated} updated, {f.failed} failed"
+                f"fetched {plural(len(f.feeds), 'feed')}: "
+                f"{f.new} new, {f.updated} updated, {f.failed} failed"
             )
         if result.send is not None:
             print_summary(result.send)

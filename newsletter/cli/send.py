@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from newsletter import clock
-from newsletter.cli.context import AppContext, only_subscribers, pass_app
+from newsletter.cli.context import AppContext, only_subscribers, pass_app, reported_elsewhere
 from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import when
 from newsletter.db import session_scope
@@ -117,6 +117,7 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
             graceful_stop() as stop,
             make_sender(settings) as sender,
             composer_for(settings) as compose,
+            reported_elsewhere(),
         ):
             summary = send_due(
                 app.engine,
@@ -135,7 +136,7 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
         return
     print_summary(summary)
     if summary.error:
-        raise NewsletterError(summary.error)
+        raise NewsletterError(f"{summary.error}; the digests stay pending for the next run")
     if summary.failed:
         raise click.exceptions.Exit(1)
 

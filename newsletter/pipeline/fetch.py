@@ -35,6 +35,10 @@ from newsletter.ingest import Download, FeedFetch, ParsedFeed, fetch_daily_paper
 
 log = logging.getLogger(__name__)
 
+# Marks a log record whose event is also a line of the returned FetchReport: a caller
+# that prints the report (``newsletter fetch``) drops these so each event shows once.
+IN_REPORT = {"reported": True}
+
 STORE_ATTEMPTS = 3
 GONE_MESSAGE = "HTTP 410 Gone: feed disabled (point its url in the config elsewhere to re-enable)"
 
@@ -284,7 +288,7 @@ def _store_one(engine: Engine, got: _Downloaded) -> FeedReport:
         return _record_error(engine, got, f"could not store entries: {e}", None)
     dl = fetched.download
     if fetched.status == "gone":
-        log.warning("feed %s: %s: %s", target.name, target.url, GONE_MESSAGE)
+        log.warning("feed %s: %s: %s", target.name, target.url, GONE_MESSAGE, extra=IN_REPORT)
     if dl.permanent_url:
         log.info("feed %s moved permanently to %s", target.name, dl.permanent_url)
     return FeedReport(
@@ -335,7 +339,7 @@ def _record_error(
     engine: Engine, got: _Downloaded, message: str, http_status: int | None
 ) -> FeedReport:
     target = got.target
-    log.warning("feed %s: %s: %s", target.name, target.url, message)
+    log.warning("feed %s: %s: %s", target.name, target.url, message, extra=IN_REPORT)
     try:
         with session_scope(engine) as session:
             record_fetch(

@@ -299,8 +299,11 @@ class SendRun:
                     strikes += 1
                     if e.permanent or strikes >= smtp.max_attempts:
                         self.summary.error = f"SMTP server unavailable: {e}"
+                        # Also in the summary's ``error``: a caller printing it drops this.
                         log.error(
-                            "%s; the digests stay pending for the next run", self.summary.error
+                            "%s; the digests stay pending for the next run",
+                            self.summary.error,
+                            extra={"reported": True},
                         )
                         return
                     delay = backoff_seconds(
