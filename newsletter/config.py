@@ -8,6 +8,7 @@ their own with :func:`settings_from_mapping`, the way Flask's ``create_app`` tak
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 import types
@@ -259,6 +260,47 @@ def _coerce(value: Any, tp: Any, *, from_env: bool, where: str, key: str) -> Any
     raise ConfigError(f"expected {expected}, got {value!r}", path=where, key=key)
 
 
+# NEWSLETTER_* names that are not settings: the config path, test switches; the names
+# that *_env settings point to (secret key, SMTP password) are allowed as well.
+_ENV_NOT_SETTINGS = {f"{ENV_PREFIX}CONFIG"}
+_ENV_FREE_PREFIXES = (f"{ENV_PREFIX}TEST_",)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean 'host'?)`` for the closest of ``choices``, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown(what: str, word: str, choices: Any) -> str:
+    known = ", ".join(sorted(choices))
+    hint = _did_you_mean(word, choices)
+    return f"unknown {what} {word!r}{hint} (expected one of: {known})"
+
+
+def _check_env(env: Mapping[str, str], sections: Mapping[str, Any]) -> None:
+    """A misspelled ``NEWSLETTER_*`` variable is an error, as a misspelled key is."""
+    known = set(_ENV_NOT_SETTINGS)
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            known.add(_env_name(name, _toml_name(f)))
+            value = getattr(sections[name], f.name)
+            if f.name.endswith("_env") and isinstance(value, str) and value:
+                known.add(value)
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in known or var.startswith(_ENV_FREE_PREFIXES):
+            continue
+        # Compared without the shared prefix, which would make every name look close.
+        n = len(ENV_PREFIX)
+        close = difflib.get_close_matches(var[n:], [k[n:] for k in known], n=1, cutoff=0.6)
+        hint = f" (did you mean {ENV_PREFIX + close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown variable {var!r}{hint} (a setting's variable is NEWSLETTER_SECTION_KEY, "
+            "e.g. NEWSLETTER_SMTP_HOST; see the README's configuration table)",
+            path="environment",
+        )
+
+
 def _build_section(
     cls: type[Any], section: str, data: Mapping[str, Any], env: Mapping[str, str], where: str
 ) -> Any:
@@ -266,12 +308,7 @@ def _build_section(
     by_toml = {_toml_name(f): f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(by_toml))
     if unknown:
-        known = ", ".join(sorted(by_toml))
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} (expected one of: {known})",
-            path=where,
-            key=f"[{section}]",
-        )
+        raise ConfigError(_unknown("key", unknown[0], by_toml), path=where, key=f"[{section}]")
     kwargs: dict[str, Any] = {}
     for toml_key, f in by_toml.items():
         env_key = _env_name(section, toml_key)
@@ -404,7 +441,12 @@ def _validate(s: Settings, where: str) -> None:
     names = [f.name for f in s.feeds]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"duplicate feed name {dupes[0]!r}", path=where, key="feeds.name")
+        entries = [f"[[feeds]] #{i}" for i, name in enumerate(names, start=1) if name == dupes[0]]
+        raise ConfigError(
+            f"duplicate feed name {dupes[0]!r} in {' and '.join(entries)} (names must be unique)",
+            path=where,
+            key="feeds.name",
+        )
 
 
 def _feed_type(item: dict[str, Any], where: str, key: str) -> tuple[FeedType, int]:
@@ -434,12 +476,7 @@ def _build_feeds(raw: Any, base: Path, where: str) -> tuple[FeedSettings, ...]:
             raise ConfigError("expected a table with name and url", path=where, key=key)
         unknown = sorted(set(item) - allowed)
         if unknown:
-            raise ConfigError(
-                f"unknown key {unknown[0]!r} "
-                "(expected one of: days, enabled, name, noun, type, url)",
-                path=where,
-                key=key,
-            )
+            raise ConfigError(_unknown("key", unknown[0], allowed), path=where, key=key)
         kind, days = _feed_type(item, where, key)
         if kind == "hf-daily-papers":
             item = {"url": HF_DEFAULT_URL, **item}
@@ -491,14 +528,14 @@ def settings_from_mapping(
     where = str(config_path) if config_path else "<config>"
     unknown = sorted(set(data) - set(_SECTIONS) - {"feeds"})
     if unknown:
-        known = ", ".join([*sorted(_SECTIONS), "feeds"])
-        raise ConfigError(f"unknown section {unknown[0]!r} (expected one of: {known})", path=where)
+        raise ConfigError(_unknown("section", unknown[0], [*_SECTIONS, "feeds"]), path=where)
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         raw = data.get(name, {})
         if not isinstance(raw, dict):
             raise ConfigError("expected a table", path=where, key=f"[{name}]")
         sections[name] = _build_section(cls, name, raw, env, where)
+    _check_env(env, sections)
     nl: NewsletterSettings = sections["newsletter"]
     sections["newsletter"] = dataclasses.replace(
         nl,

@@ -64,19 +64,21 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("[fetch]\nworkerz = 2\n", "[fetch]: unknown key 'workerz'"),
+        ("[fetch]\nworkerz = 2\n", "[fetch]: unknown key 'workerz' (did you mean 'workers'?)"),
+        ('[smtp]\nhots = "x"\n', "[smtp]: unknown key 'hots' (did you mean 'host'?)"),
         ('[fetch]\nworkers = "four"\n', "fetch.workers: expected an integer, got 'four'"),
         ("[fetch]\ntimeout_seconds = true\n", "fetch.timeout_seconds: expected a number"),
         ("[fetch]\nworkers = 0\n", "fetch.workers: expected a positive number"),
-        ("[feedz]\n", "unknown section 'feedz'"),
+        ("[feedz]\n", "unknown section 'feedz' (did you mean 'feeds'?)"),
         ('[[feeds]]\nname = "a"\n', "feeds[1].url: expected a non-empty string"),
         (
             '[[feeds]]\nname = "a"\nurl = "ftp://x/y"\n',
             "feeds[1].url: expected an http(s):// URL or a file path",
         ),
         (
-            '[[feeds]]\nname = "a"\nurl = "a.xml"\n[[feeds]]\nname = "a"\nurl = "b.xml"\n',
-            "feeds.name: duplicate feed name 'a'",
+            '[[feeds]]\nname = "a"\nurl = "a.xml"\n[[feeds]]\nname = "b"\nurl = "b.xml"\n'
+            '[[feeds]]\nname = "a"\nurl = "c.xml"\n',
+            "feeds.name: duplicate feed name 'a' in [[feeds]] #1 and [[feeds]] #3",
         ),
         ("[fetch\nworkers = 2\n", "invalid TOML"),
     ],
@@ -94,6 +96,35 @@ def test_bad_config_is_one_line_naming_file_and_key(
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"error: {cfg}: ")
     assert expected in err
+
+
+@pytest.mark.parametrize(
+    ("var", "hint"),
+    [
+        ("NEWSLETTER_SMTP_HOTS", "(did you mean 'NEWSLETTER_SMTP_HOST'?)"),
+        ("NEWSLETTER_DELIVER", "(did you mean 'NEWSLETTER_DELIVERY'?)"),
+        ("NEWSLETTER_ZZZ", ""),
+    ],
+)
+def test_unknown_environment_variable_is_an_error(tmp_path: Path, var: str, hint: str) -> None:
+    cfg = _write(tmp_path, "[fetch]\nworkers = 3\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg, env={var: "x"})
+    assert str(exc.value).startswith(f"environment: unknown variable {var!r}")
+    assert hint in str(exc.value)
+    assert hint or "did you mean" not in str(exc.value)
+
+
+def test_environment_names_that_are_not_settings_are_allowed(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, '[smtp]\npassword_env = "NEWSLETTER_RELAY_PW"\n')
+    env = {
+        "NEWSLETTER_CONFIG": str(cfg),
+        "NEWSLETTER_SECRET_KEY": "k" * 40,
+        "NEWSLETTER_RELAY_PW": "pw",
+        "NEWSLETTER_TEST_POSTGRES_URL": "postgresql://x",
+        "NEWSLETTER_SMTP_HOST": "relay.example.org",
+    }
+    assert load_settings(env=env).smtp.host == "relay.example.org"
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
