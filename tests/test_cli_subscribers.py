@@ -234,6 +234,9 @@ def test_match_limit_and_since(project: Path, seeded: list[int]) -> None:
     everything = json.loads(invoke(project, *args, "--limit", "0", "--since", "2026-01-06").stdout)
     assert "Old RLHF news" in [m["title"] for m in everything]
     assert len(everything) == 4  # the survey stays excluded
+    plain = invoke(project, *args[:-1], "--since", "2026-01-06")
+    assert plain.exit_code == 0, plain.output
+    assert "new entries (2026-01-06 00:00 .. 2026-01-09 06:00 UTC)" in plain.stderr
 
 
 def test_match_plain_output_off_a_terminal(project: Path, seeded: list[int]) -> None:

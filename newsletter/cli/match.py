@@ -142,7 +142,7 @@ def match_cmd(
         return
     if status != "active":
         click.echo(f"note: {profile.email} is {status}: no digest goes out", err=True)
-    span = f"{window.start:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M} UTC"
+    span = f"{window.opens_at:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M} UTC"
     click.echo(
         f"{profile.email}: {len(window.article_ids)} new entries ({span}), "
         f"{matched} matched, "

@@ -64,6 +64,12 @@ class CandidateWindow:
     end: datetime  # inclusive
     article_ids: frozenset[int]
 
+    @property
+    def opens_at(self) -> datetime:
+        """The first instant inside the window: what to show (``--since 2020-01-01``
+        opens at 2020-01-01 00:00, not at the exclusive 2019-12-31 23:59:59.999999)."""
+        return self.start + _TICK
+
 
 def window_start(
     frequency: str,
