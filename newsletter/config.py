@@ -260,9 +260,10 @@ def _coerce(value: Any, tp: Any, *, from_env: bool, where: str, key: str) -> Any
     raise ConfigError(f"expected {expected}, got {value!r}", path=where, key=key)
 
 
-# NEWSLETTER_* names that are not settings: the config path, test switches; the names
-# that *_env settings point to (secret key, SMTP password) are allowed as well.
-_ENV_NOT_SETTINGS = {f"{ENV_PREFIX}CONFIG"}
+# NEWSLETTER_* names that are not settings: the config path, the simulated clock
+# (newsletter.clock), test switches; the names that *_env settings point to (secret
+# key, SMTP password) are allowed as well.
+_ENV_NOT_SETTINGS = {f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}NOW"}
 _ENV_FREE_PREFIXES = (f"{ENV_PREFIX}TEST_",)
 
 

@@ -122,6 +122,7 @@ def test_environment_names_that_are_not_settings_are_allowed(tmp_path: Path) -> 
         "NEWSLETTER_SECRET_KEY": "k" * 40,
         "NEWSLETTER_RELAY_PW": "pw",
         "NEWSLETTER_TEST_POSTGRES_URL": "postgresql://x",
+        "NEWSLETTER_NOW": "2026-03-02T07:00:00+00:00",
         "NEWSLETTER_SMTP_HOST": "relay.example.org",
     }
     assert load_settings(env=env).smtp.host == "relay.example.org"
