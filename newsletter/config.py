@@ -149,6 +149,23 @@ class SubscribeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """Celery: where batches are queued for ``newsletter worker`` processes (empty: local)."""
+
+    broker_url: str = ""  # redis://host:6379/0 or amqp://user:pass@host:5672//
+    batch_size: int = 100  # digests per task
+    queue: str = "newsletter"
+    task_soft_time_limit: int = 600  # seconds; the task then stops after its messages in flight
+    task_time_limit: int = 900  # seconds; the worker child is killed
+    lease_seconds: int = 300  # a worker's hold on its batch's digests
+    visibility_timeout: int = 3600  # Redis: an unacked task is redelivered after this; > lease
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.broker_url)
+
+
+@dataclass(frozen=True, slots=True)
 class FeedSettings:
     name: str
     url: str  # http(s) URL, or an absolute local path (relative ones are resolved on load)
@@ -171,6 +188,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     dkim: DkimSettings = field(default_factory=DkimSettings)
     subscribe: SubscribeSettings = field(default_factory=SubscribeSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
     feeds: tuple[FeedSettings, ...] = ()
     config_path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
@@ -190,6 +208,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "web": WebSettings,
     "dkim": DkimSettings,
     "subscribe": SubscribeSettings,
+    "queue": QueueSettings,
 }
 
 
@@ -412,6 +431,9 @@ def _validate(s: Settings, where: str) -> None:
         "smtp.connections": s.smtp.connections,
         "smtp.max_attempts": s.smtp.max_attempts,
         "fetch.workers": s.fetch.workers,
+        "queue.batch_size": s.queue.batch_size,
+        "queue.task_time_limit": s.queue.task_time_limit,
+        "queue.lease_seconds": s.queue.lease_seconds,
     }
     for key, value in positives.items():
         if value < 1:
@@ -437,6 +459,25 @@ def _validate(s: Settings, where: str) -> None:
                     path=where,
                     key=f"dkim.{name}",
                 )
+    q = s.queue
+    if q.enabled:
+        if not q.broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+            msg = f"expected a redis:// or amqp:// URL, got {q.broker_url!r}"
+            raise ConfigError(msg, path=where, key="queue.broker_url")
+        if q.visibility_timeout <= q.lease_seconds:
+            raise ConfigError(
+                f"expected more than lease_seconds ({q.lease_seconds}): a task redelivered "
+                "before the lease ends would find its digests still held",
+                path=where,
+                key="queue.visibility_timeout",
+            )
+        if s.database.url.startswith("sqlite"):
+            raise ConfigError(
+                "a queue needs a database every worker can reach: set [database] url to "
+                "PostgreSQL (SQLite is a file on one machine)",
+                path=where,
+                key="queue.broker_url",
+            )
     if not n.noun.strip():
         raise ConfigError("expected a non-empty noun", path=where, key="newsletter.noun")
     names = [f.name for f in s.feeds]

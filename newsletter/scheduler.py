@@ -152,6 +152,9 @@ class DigestScheduler:
         """Send what is due; one log line (failures are logged one by one as they happen)."""
         if self.stop_event.is_set() or not self.hold_lease():
             return None
+        if self.settings.queue.enabled:
+            self.enqueue_round()
+            return None
         with self._job():
             t0 = time.monotonic()
             try:
@@ -185,6 +188,24 @@ class DigestScheduler:
             else:
                 log.debug("send: nothing due")
             return summary
+
+    def enqueue_round(self) -> int:
+        """Queue mode: plan what is due and queue it for the workers; digests queued."""
+        from newsletter.pipeline.batch import plan_batches
+        from newsletter.workers.app import enqueue, make_app
+
+        with self._job():
+            try:
+                batches = plan_batches(self.engine, self.settings, now=self.clock())
+                if batches:
+                    enqueue(make_app(self.settings), batches)
+            except Exception:
+                log.exception("send round (queue) failed")
+                return 0
+            n = sum(len(b) for b in batches)
+            if n:
+                log.info("send: queued %d digest(s) in %d batch(es)", n, len(batches))
+            return n
 
     def once(self) -> RoundResult:
         """One fetch and one send round (``run --once``, for cron and systemd timers)."""

@@ -19,6 +19,7 @@ pytest_plugins: list[str] = [
     "tests.support.smtp",
     "tests.support.http",
     "tests.support.digests",
+    "tests.support.queue",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

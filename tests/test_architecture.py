@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
 
-FACES = {"cli", "web", "scheduler", "__main__"}
+FACES = {"cli", "web", "scheduler", "workers", "__main__"}  # workers: Celery (issue 15)
 PIPELINE = "pipeline"
 STAGES = {"ingest", "profiles", "matching", "render", "delivery", "db"}
 # Below the stages: plain values, settings, errors and pure helpers every stage may use.

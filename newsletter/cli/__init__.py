@@ -61,6 +61,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "newsletter.cli.subscribers:subscribers_group",
         "Subscriber profiles: validate the YAML, sync it into the database, list.",
     ),
+    "worker": (
+        "newsletter.cli.worker:worker_command",
+        "Run a Celery worker that takes send batches from the [queue] broker.",
+    ),
 }
 
 

@@ -111,6 +111,9 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
     """Deliver the digests that are due now."""
     settings = app.settings
     options = SendOptions(force=force, emails=emails or None, dry_run=dry_run)
+    if settings.queue.enabled and not dry_run:
+        _enqueue(app, options)
+        return
     bar = _Bar() if app.interactive and not dry_run else None
     try:
         with (
@@ -139,6 +142,23 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
         raise NewsletterError(f"{summary.error}; the digests stay pending for the next run")
     if summary.failed:
         raise click.exceptions.Exit(1)
+
+
+def _enqueue(app: AppContext, options: SendOptions) -> None:
+    """Queue mode: plan the due digests and queue one task per batch for the workers."""
+    from newsletter.pipeline.batch import plan_batches
+    from newsletter.workers.app import enqueue, make_app
+
+    batches = plan_batches(app.engine, app.settings, options)
+    if not batches:
+        click.echo("nothing is due")
+        return
+    enqueue(make_app(app.settings), batches)
+    n = sum(len(b) for b in batches)
+    click.echo(
+        f"queued {n} digest(s) in {len(batches)} batch(es) for the workers; "
+        "`newsletter status` shows their progress"
+    )
 
 
 @click.command("resend")

@@ -116,6 +116,7 @@ class SendRun:
         self.progress = progress
         self.summary = SendSummary(dry_run=ctx.options.dry_run)
         self.scope: list[int] | None = None  # subscriber ids of --subscriber
+        self.digest_ids: list[int] | None = None  # a queued batch: only these digests
         self._lock = threading.Lock()
         self.delivery = Delivery(ctx, count=self._count)
         # Composing reads through its own engine, so that on SQLite it reads a snapshot
@@ -265,6 +266,7 @@ class SendRun:
                 limit=self.ctx.settings.newsletter.batch_size,
                 lease=self.ctx.options.lease,
                 subscriber_ids=self.scope,
+                digest_ids=self.digest_ids,
             )
 
     def _rounds(self) -> None:

@@ -59,8 +59,12 @@ def claim_batch(
     limit: int,
     lease: timedelta,
     subscriber_ids: Sequence[int] | None = None,
+    digest_ids: Sequence[int] | None = None,
 ) -> list[Claim]:
     """Lease up to ``limit`` pending digests that are due, oldest first.
+
+    ``digest_ids`` limits the claim to those rows: a queued batch task names its digests,
+    and takes only the ones still claimable (a redelivered task finds none).
 
     A row is free when unleased, when its lease expired, or when its holder is a dead
     process on this host. Concurrent claimers never get the same row.
@@ -81,6 +85,8 @@ def claim_batch(
     )
     if subscriber_ids is not None:
         stmt = stmt.where(Digest.subscriber_id.in_(list(subscriber_ids)))
+    if digest_ids is not None:
+        stmt = stmt.where(Digest.id.in_(list(digest_ids)))
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True, of=Digest)
     claims = [

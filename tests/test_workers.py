@@ -1,0 +1,132 @@
+"""Queued sending: ``send`` plans and queues batches, ``newsletter worker`` processes
+(Celery) run them against one PostgreSQL outbox, and every digest goes out once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from newsletter.config import settings_from_mapping
+from newsletter.db import connect
+from newsletter.errors import ConfigError
+from newsletter.pipeline.batch import plan_batches
+from newsletter.pipeline.send import SendOptions
+from newsletter.workers.app import make_app
+from newsletter.workers.tasks import TASK_SEND_BATCH
+from tests.support.queue import RedisServer, newsletter, start_worker, stop
+from tests.support.sending import SECRET, add_entries, add_subscribers, digests, write_config
+from tests.support.smtp import SmtpTestServer
+
+
+def seed(engine: Engine, n: int) -> list[str]:
+    emails = [f"reader{i:04d}@example.org" for i in range(n)]
+    add_subscribers(engine, emails, keywords=["optimization"])
+    add_entries(
+        engine,
+        ["Bilevel optimization at scale", "Preference optimization for LLMs", "Unrelated"],
+        first_seen=datetime.now(UTC) - timedelta(hours=1),
+    )
+    return emails
+
+
+def queue_config(
+    tmp_path: Path, db_url: str, smtp: SmtpTestServer, broker_url: str, **queue: object
+) -> Path:
+    cfg = write_config(tmp_path, db_url, smtp)
+    lines = ["[queue]", f'broker_url = "{broker_url}"']
+    lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in queue.items()]
+    cfg.write_text(cfg.read_text() + "\n".join(lines) + "\n")
+    return cfg
+
+
+def wait_until_settled(engine: Engine, n: int, timeout: float = 240.0) -> list[str]:
+    """Poll the outbox until ``n`` digests are in a final state (or the timeout ends)."""
+    deadline = time.monotonic() + timeout
+    statuses: list[str] = []
+    while time.monotonic() < deadline:
+        statuses = [d.status for d in digests(engine)]
+        if len(statuses) == n and all(s in ("sent", "failed", "skipped") for s in statuses):
+            break
+        time.sleep(0.5)
+    return statuses
+
+
+def test_a_queue_refuses_sqlite(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        settings_from_mapping(
+            {"queue": {"broker_url": "redis://127.0.0.1:6379/0"}}, base_dir=tmp_path
+        )
+    with pytest.raises(ConfigError, match="lease_seconds"):
+        settings_from_mapping(
+            {
+                "database": {"url": "postgresql+psycopg://x@127.0.0.1/db"},
+                "queue": {
+                    "broker_url": "redis://127.0.0.1:6379/0",
+                    "lease_seconds": 60,
+                    "visibility_timeout": 60,
+                },
+            },
+            base_dir=tmp_path,
+        )
+
+
+def test_a_task_delivered_twice_does_nothing_the_second_time(
+    pg_url: str, smtp_server: SmtpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    engine = connect(pg_url)
+    try:
+        emails = seed(engine, 6)
+        settings = settings_from_mapping(
+            {
+                "database": {"url": pg_url},
+                "newsletter": {"delivery": "smtp", "from": "Digest <d@example.org>"},
+                "smtp": smtp_server.smtp_config(),
+                "queue": {"broker_url": "redis://127.0.0.1:6379/15"},
+            },
+            base_dir=tmp_path,
+        )
+        [batch] = plan_batches(engine, settings, SendOptions(force=True))
+        assert len(batch) == 6
+        task = make_app(settings).tasks[TASK_SEND_BATCH]
+        first = task.apply(args=[batch]).get()  # run here, as a worker would
+        second = task.apply(args=[batch]).get()
+        assert first["sent"] == 6
+        assert (second["sent"], second["skipped"], second["failed"]) == (0, 0, 0)
+        assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
+        # Planned again, nothing is left to name.
+        assert plan_batches(engine, settings, SendOptions(force=True)) == []
+    finally:
+        engine.dispose()
+
+
+def test_two_workers_deliver_1000_digests_exactly_once(
+    pg_url: str, smtp_server: SmtpTestServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    engine = connect(pg_url)
+    workers = []
+    try:
+        emails = seed(engine, 1000)
+        cfg = queue_config(tmp_path, pg_url, smtp_server, redis_server.url, batch_size=50)
+        workers = [start_worker(cfg, "w1"), start_worker(cfg, "w2")]
+        proc = newsletter(cfg, "send", "--now")
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert "queued 1000 digest(s) in 20 batch(es)" in out
+        statuses = wait_until_settled(engine, 1000)
+        assert Counter(statuses) == Counter(sent=1000)
+        assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
+        assert len(smtp_server.messages) == 1000
+        # Both workers took part: a sent row keeps the id (host:pid:…) of who sent it,
+        # and each worker here is one child process.
+        takers = {str(d.claimed_by).split(":")[1] for d in digests(engine)}
+        assert len(takers) == 2, takers
+    finally:
+        for w in workers:
+            stop(w)
+        engine.dispose()
