@@ -18,7 +18,7 @@ from newsletter.pipeline.batch import plan_batches
 from newsletter.pipeline.send import SendOptions
 from newsletter.workers.app import make_app
 from newsletter.workers.tasks import TASK_SEND_BATCH
-from tests.support.queue import RedisServer, newsletter, start_worker, stop
+from tests.support.queue import RedisServer, kill_hard, newsletter, start_worker, stop
 from tests.support.sending import SECRET, add_entries, add_subscribers, digests, write_config
 from tests.support.smtp import SmtpTestServer
 
@@ -126,6 +126,106 @@ def test_two_workers_deliver_1000_digests_exactly_once(
         # and each worker here is one child process.
         takers = {str(d.claimed_by).split(":")[1] for d in digests(engine)}
         assert len(takers) == 2, takers
+    finally:
+        for w in workers:
+            stop(w)
+        engine.dispose()
+
+
+def _settle_ambiguous(engine: Engine, cfg: Path, emails: list[str], smtp: SmtpTestServer) -> None:
+    """What the operator does after a kill: each ``sending`` row checked against the
+    server and settled with ``resend``; then one more send queues what is left."""
+    counts = smtp.per_recipient()
+    for d in [d for d in digests(engine) if d.status == "sending"]:
+        action = "--mark-sent" if counts[emails[d.subscriber_id - 1]] else "--send-again"
+        proc = newsletter(cfg, "resend", str(d.id), action)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+
+
+def _send(cfg: Path) -> str:
+    proc = newsletter(cfg, "send", "--now")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
+    pg_url: str, smtp_server: SmtpTestServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    engine = connect(pg_url)
+    workers = []
+    try:
+        emails = seed(engine, 60)
+        cfg = queue_config(
+            tmp_path,
+            pg_url,
+            smtp_server,
+            redis_server.url,
+            batch_size=20,
+            lease_seconds=3,
+            visibility_timeout=6,
+        )
+        smtp_server.handler.delay = 0.1  # room to kill in the middle of a batch
+        first = start_worker(cfg, "w1")
+        workers.append(first)
+        _send(cfg)
+        assert smtp_server.handler.wait_for(5, timeout=120), "the worker never got going"
+        kill_hard(first)
+        killed_at = len(smtp_server.messages)
+        assert 5 <= killed_at < 60
+        smtp_server.handler.delay = 0.0
+        workers.append(start_worker(cfg, "w2"))
+        # The killed task comes back from the broker after its visibility timeout and
+        # claims what the dead worker held; the ambiguous row waits for the operator.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            left = [d.status for d in digests(engine) if d.status not in ("sent", "sending")]
+            if not left:
+                break
+            time.sleep(0.5)
+        rows = digests(engine)
+        assert [d.status for d in rows].count("sending") <= 1
+        assert {d.status for d in rows} <= {"sent", "sending"}
+        assert max(smtp_server.per_recipient().values()) == 1
+        _settle_ambiguous(engine, cfg, emails, smtp_server)
+        _send(cfg)
+        wait_until_settled(engine, 60, timeout=60)
+        assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
+        assert {d.status for d in digests(engine)} == {"sent"}
+    finally:
+        for w in workers:
+            stop(w)
+        engine.dispose()
+
+
+def test_the_broker_killed_and_restarted_mid_send_loses_and_repeats_nothing(
+    pg_url: str, smtp_server: SmtpTestServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    engine = connect(pg_url)
+    workers = []
+    try:
+        emails = seed(engine, 80)
+        cfg = queue_config(
+            tmp_path,
+            pg_url,
+            smtp_server,
+            redis_server.url,
+            batch_size=10,
+            lease_seconds=3,
+            visibility_timeout=6,
+        )
+        smtp_server.handler.delay = 0.05
+        workers = [start_worker(cfg, "w1"), start_worker(cfg, "w2")]
+        _send(cfg)
+        assert smtp_server.handler.wait_for(10, timeout=120), "the workers never got going"
+        redis_server.kill()
+        time.sleep(2)
+        redis_server.start()  # same port, same append-only file: the queue is back
+        smtp_server.handler.delay = 0.0
+        statuses = wait_until_settled(engine, 80, timeout=180)
+        assert Counter(statuses) == Counter(sent=80)
+        assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
     finally:
         for w in workers:
             stop(w)

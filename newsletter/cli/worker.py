@@ -14,7 +14,10 @@ from newsletter.cli.context import AppContext, pass_app
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_app
 def worker_command(
-    app: AppContext, concurrency: int | None, queues: str | None, hostname: str | None,
+    app: AppContext,
+    concurrency: int | None,
+    queues: str | None,
+    hostname: str | None,
     loglevel: str,
 ) -> None:
     """Run queued send batches (needs [queue] broker_url and PostgreSQL).
@@ -25,7 +28,7 @@ def worker_command(
     """
     from newsletter.workers.app import make_app  # celery loads only for this command
 
-    app.engine  # migrate the schema once, here, rather than in every child
+    _ = app.engine  # migrate the schema once, here, rather than in every child
     celery = make_app(app.settings)
     argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
     argv.append(f"--queues={queues or app.settings.queue.queue}")

@@ -34,6 +34,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _wait(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)  # a stop request (soft time limit, warm shutdown) cuts it short
+
+
 def plan_batches(
     engine: Engine,
     settings: Settings,
@@ -88,7 +92,7 @@ def run_batch(
         settings=settings,
         sender=sender,
         options=SendOptions(wait_for_retries=False, lease=lease),
-        clock=Clock(now=_now, sleep=lambda seconds: stop.wait(seconds) and None),
+        clock=Clock(now=_now, sleep=lambda seconds: _wait(stop, seconds)),
         stop=stop,
         worker=worker or new_worker_id(),
         rng=random.Random(),

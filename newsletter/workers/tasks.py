@@ -35,7 +35,7 @@ def engine_for(settings: Settings) -> Engine:
 def register(app: Celery) -> None:
     """Add the batch task to ``app`` (whose conf carries the settings and the lease)."""
 
-    @app.task(name=TASK_SEND_BATCH, bind=True)  # type: ignore[misc]
+    @app.task(name=TASK_SEND_BATCH, bind=True)  # type: ignore[untyped-decorator]
     def send_batch(self: Task, digest_ids: list[int]) -> dict[str, Any]:
         settings: Settings = self.app.conf.newsletter_settings
         engine = engine_for(settings)

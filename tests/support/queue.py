@@ -69,12 +69,18 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -123,15 +129,33 @@ def start_worker(cfg: Path, name: str, concurrency: int = 1) -> subprocess.Popen
     log = (cfg.parent / f"{name}.log").open("w")
     return subprocess.Popen(
         [
-            sys.executable, "-m", "newsletter", "--config", str(cfg),
-            "worker", "--concurrency", str(concurrency), "--hostname", f"{name}@%h",
+            sys.executable,
+            "-m",
+            "newsletter",
+            "--config",
+            str(cfg),
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            f"{name}@%h",
         ],
         cwd=cfg.parent,
         env=cli_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own group: kill_hard takes the node and its children
     )
+
+
+def kill_hard(proc: subprocess.Popen[str]) -> None:
+    """``kill -9`` of a worker node: the main process and its pool children at once."""
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
