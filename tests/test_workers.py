@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -11,14 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from newsletter.config import settings_from_mapping
-from newsletter.db import connect
+from newsletter.config import load_settings, settings_from_mapping
+from newsletter.db import connect, session_scope
+from newsletter.db.outbox import claim_batch
 from newsletter.errors import ConfigError
 from newsletter.pipeline.batch import plan_batches
 from newsletter.pipeline.send import SendOptions
 from newsletter.workers.app import make_app
 from newsletter.workers.tasks import TASK_SEND_BATCH
-from tests.support.queue import RedisServer, kill_hard, newsletter, start_worker, stop
+from tests.support.queue import RedisServer, free_port, kill_hard, newsletter, start_worker, stop
 from tests.support.sending import SECRET, add_entries, add_subscribers, digests, write_config
 from tests.support.smtp import SmtpTestServer
 
@@ -126,6 +128,12 @@ def test_two_workers_deliver_1000_digests_exactly_once(
         # and each worker here is one child process.
         takers = {str(d.claimed_by).split(":")[1] for d in digests(engine)}
         assert len(takers) == 2, takers
+        proc = newsletter(cfg, "status", "--json")
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        queue = json.loads(out[out.index("{") :])["queue"]
+        assert queue["depth"] == 0
+        assert sorted(name.split("@")[0] for name in queue["workers"]) == ["w1", "w2"]
     finally:
         for w in workers:
             stop(w)
@@ -229,4 +237,44 @@ def test_the_broker_killed_and_restarted_mid_send_loses_and_repeats_nothing(
     finally:
         for w in workers:
             stop(w)
+        engine.dispose()
+
+
+def test_status_shows_who_holds_which_digests_and_the_failed_tasks(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    engine = connect(pg_url)
+    try:
+        seed(engine, 4)
+        closed = free_port()  # nothing listens there: the task fails, and says why
+        cfg = tmp_path / "newsletter.toml"
+        cfg.write_text(
+            f'[database]\nurl = "{pg_url}"\n[newsletter]\ndelivery = "smtp"\n'
+            f'[smtp]\nhost = "127.0.0.1"\nport = {closed}\nmax_attempts = 1\n'
+            '[queue]\nbroker_url = "redis://127.0.0.1:6379/15"\n'
+        )
+        settings = load_settings(str(cfg))
+        [batch] = plan_batches(engine, settings, SendOptions(force=True))
+        result = make_app(settings).tasks[TASK_SEND_BATCH].apply(args=[batch])
+        assert result.failed()
+        with session_scope(engine) as session:
+            claim_batch(
+                session,
+                "otherhost:4242:abcd",
+                now=datetime.now(UTC),
+                limit=3,
+                lease=timedelta(minutes=5),
+            )
+        proc = newsletter(cfg, "status", "--json")
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        queue = json.loads(out[out.index("{") :])["queue"]
+        assert queue["leases"] == [{"holder": "otherhost:4242:abcd", "pending": 3, "sending": 0}]
+        [failed] = queue["failed_tasks"]
+        assert failed["digests"] == 4 and "SMTP server unavailable" in failed["error"]
+        proc = newsletter(cfg, "status")
+        out, _ = proc.communicate(timeout=60)
+        assert "Failed batch tasks" in out and "otherhost:4242:abcd" in out
+    finally:
         engine.dispose()

@@ -47,3 +47,15 @@ def last_run(session: Session, kind: str) -> Run | None:
     return session.scalars(
         select(Run).where(Run.kind == kind).order_by(Run.started_at.desc(), Run.id.desc()).limit(1)
     ).first()
+
+
+def recent_runs(session: Session, kind: str, *, status: str, limit: int = 10) -> list[Run]:
+    """The latest runs of ``kind`` that ended ``status`` (failed batch tasks, say)."""
+    return list(
+        session.scalars(
+            select(Run)
+            .where(Run.kind == kind, Run.status == status)
+            .order_by(Run.started_at.desc(), Run.id.desc())
+            .limit(limit)
+        )
+    )

@@ -65,3 +65,12 @@ def queue_depth(app: Celery) -> int | None:
             return int(ch.queue_declare(app.conf.task_default_queue, passive=True).message_count)
     except Exception:  # the broker is down or the queue not declared yet
         return None
+
+
+def live_workers(app: Celery, timeout: float = 1.0) -> dict[str, int]:
+    """Each worker node that answers, with the number of tasks it is running now."""
+    try:
+        active = app.control.inspect(timeout=timeout).active() or {}
+    except Exception:  # the broker is down: nobody can be asked
+        return {}
+    return {name: len(tasks or []) for name, tasks in sorted(active.items())}

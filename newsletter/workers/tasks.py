@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from newsletter.config import Settings
-from newsletter.db import connect
+from newsletter.db import connect, session_scope
+from newsletter.db.runs import finish_run, start_run
 from newsletter.delivery import make_sender
 from newsletter.pipeline.batch import run_batch
 
@@ -19,37 +22,61 @@ log = logging.getLogger(__name__)
 
 TASK_SEND_BATCH = "newsletter.send_batch"
 
-_engines: dict[int, Engine] = {}
+_engines: dict[tuple[int, str], Engine] = {}
 _lock = threading.Lock()
 
 
 def engine_for(settings: Settings) -> Engine:
-    """One engine per worker process (a prefork child must not share its parent's pool)."""
-    pid = os.getpid()
+    """One engine per worker process and database (a prefork child must not share its
+    parent's pool)."""
+    key = (os.getpid(), settings.database.url)
     with _lock:
-        if pid not in _engines:
-            _engines[pid] = connect(settings.database.url, echo=settings.database.echo)
-        return _engines[pid]
+        if key not in _engines:
+            _engines[key] = connect(settings.database.url, echo=settings.database.echo)
+        return _engines[key]
 
 
-def register(app: Celery) -> None:
-    """Add the batch task to ``app`` (whose conf carries the settings and the lease)."""
+def _record_failure(engine: Engine, task_id: str | None, ids: list[int], reason: str) -> None:
+    """A failed task, in the ``runs`` table for ``status`` (a broker keeps no history)."""
+    now = datetime.now(UTC)
+    try:
+        with session_scope(engine) as session:
+            run = start_run(session, "batch", now=now)
+            summary = {"task": task_id, "digests": len(ids), "first": ids[:1], "error": reason}
+            finish_run(session, run, status="error", summary=summary, now=now)
+    except SQLAlchemyError:  # the database may be the reason: the worker's log has it
+        log.exception("could not record the failure of task %s", task_id)
 
-    @app.task(name=TASK_SEND_BATCH, bind=True)  # type: ignore[untyped-decorator]
-    def send_batch(self: Task, digest_ids: list[int]) -> dict[str, Any]:
-        settings: Settings = self.app.conf.newsletter_settings
-        engine = engine_for(settings)
+
+def send_batch(self: Task, digest_ids: list[int]) -> dict[str, Any]:
+    """The batch task: whatever of ``digest_ids`` is still claimable, sent once."""
+    settings: Settings = self.app.conf.newsletter_settings
+    engine = engine_for(settings)
+    try:
         with make_sender(settings) as sender:
             summary = run_batch(
                 engine, settings, sender, digest_ids, lease=self.app.conf.newsletter_lease
             )
-        log.info(
-            "batch of %d: sent %d, skipped %d, failed %d",
-            len(digest_ids),
-            summary.sent,
-            summary.skipped,
-            summary.failed,
-        )
-        if summary.error:  # the SMTP server was unreachable: the digests stay pending
-            raise RuntimeError(summary.error)
-        return summary.as_dict()
+    except Exception as e:
+        _record_failure(engine, self.request.id, digest_ids, f"{type(e).__name__}: {e}")
+        raise
+    log.info(
+        "batch of %d: sent %d, skipped %d, failed %d",
+        len(digest_ids),
+        summary.sent,
+        summary.skipped,
+        summary.failed,
+    )
+    if summary.error:  # the SMTP server was unreachable: the digests stay pending
+        _record_failure(engine, self.request.id, digest_ids, summary.error)
+        raise RuntimeError(summary.error)
+    return summary.as_dict()
+
+
+def register(app: Celery) -> None:
+    """Add the batch task to ``app`` (whose conf carries the settings and the lease).
+
+    One module-level function for every app: the task reads its settings from the app
+    it is bound to, so two apps in one process (tests) never mix them up.
+    """
+    app.task(name=TASK_SEND_BATCH, bind=True)(send_batch)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from newsletter.db.outbox.transitions import PENDING
+from newsletter.db.outbox.transitions import PENDING, SENDING
 from newsletter.models import Digest
 
 
@@ -32,3 +32,20 @@ def claimable_ids(
     if subscriber_ids is not None:
         stmt = stmt.where(Digest.subscriber_id.in_(list(subscriber_ids)))
     return list(session.scalars(stmt))
+
+
+def leases_by_holder(session: Session, *, now: datetime) -> list[tuple[str, int, int]]:
+    """(holder, pending held, sending) for every worker holding a live lease now."""
+    rows = session.execute(
+        select(Digest.claimed_by, Digest.status, func.count())
+        .where(
+            Digest.claimed_by.is_not(None),
+            Digest.status.in_((PENDING, SENDING)),
+            Digest.lease_until > now,
+        )
+        .group_by(Digest.claimed_by, Digest.status)
+    )
+    out: dict[str, list[int]] = {}
+    for holder, status, n in rows:
+        out.setdefault(str(holder), [0, 0])[0 if status == PENDING else 1] += int(n)
+    return sorted((h, p, s) for h, (p, s) in out.items())
