@@ -14,7 +14,12 @@ from newsletter.config import settings_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-UNITS = ["newsletter.service", "newsletter-once.service", "newsletter-once.timer"]
+UNITS = [
+    "newsletter.service",
+    "newsletter-once.service",
+    "newsletter-once.timer",
+    "newsletter-worker.service",
+]
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
@@ -41,6 +46,9 @@ def test_units_run_the_right_commands() -> None:
     assert "KillSignal=SIGTERM" in service and "Restart=on-failure" in service
     assert "Type=oneshot" in once and "newsletter run --once" in once
     assert "Unit=newsletter-once.service" in timer and "Persistent=true" in timer
+    worker = (DEPLOY / "newsletter-worker.service").read_text()
+    assert "ExecStart=/opt/newsletter/venv/bin/newsletter worker" in worker
+    assert "KillSignal=SIGTERM" in worker and "Restart=on-failure" in worker
 
 
 def _compose_command() -> list[str] | None:

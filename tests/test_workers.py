@@ -278,3 +278,40 @@ def test_status_shows_who_holds_which_digests_and_the_failed_tasks(
         assert "Failed batch tasks" in out and "otherhost:4242:abcd" in out
     finally:
         engine.dispose()
+
+
+def _rabbitmq_up() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _rabbitmq_up(), reason="no RabbitMQ on 127.0.0.1:5672")
+def test_two_workers_on_rabbitmq_deliver_each_digest_once(
+    pg_url: str, smtp_server: SmtpTestServer, tmp_path: Path
+) -> None:
+    engine = connect(pg_url)
+    workers = []
+    try:
+        emails = seed(engine, 100)
+        queue = f"newsletter-test-{tmp_path.name[-12:]}"  # a queue of this test's own
+        cfg = queue_config(
+            tmp_path,
+            pg_url,
+            smtp_server,
+            "amqp://guest:guest@127.0.0.1:5672//",
+            batch_size=10,
+            queue=queue,
+        )
+        workers = [start_worker(cfg, "w1"), start_worker(cfg, "w2")]
+        assert "queued 100 digest(s) in 10 batch(es)" in _send(cfg)
+        assert Counter(wait_until_settled(engine, 100)) == Counter(sent=100)
+        assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
+    finally:
+        for w in workers:
+            stop(w)
+        engine.dispose()

@@ -27,6 +27,7 @@ The package, one module per concern:
 - ``bulk``: several transitions in one transaction, for group commit;
 - ``plan``: which rows exist (who is due) and what each subscriber has had;
 - ``admin``: the operator's view (``status``, ``resend``) and settling by hand.
+- ``queued``: which digests a queued batch task may name, and who holds which.
 
 It may import ``db.core``, ``db.leases``, ``db.suppressions`` and ``models``; nothing
 above the database.
