@@ -54,7 +54,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Serve the unsubscribe and preferences pages (development server).",
     ),
     "status": (
-        "newsletter.cli.status:status_command",
+        "newsletter.cli.status_queue:status_command",  # with the queue section registered
         "Show feed health, entry counts and the last runs.",
     ),
     "subscribers": (
@@ -63,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "worker": (
         "newsletter.cli.worker:worker_command",
-        "Run a Celery worker that takes send batches from the [queue] broker.",
+        "Run queued send batches (needs [queue] broker_url and PostgreSQL).",
     ),
 }
 

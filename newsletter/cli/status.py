@@ -323,7 +323,3 @@ __all__ = [
     "status_section",
     "when",
 ]
-
-
-# The queue section registers itself with ``status_section`` (after the sections above).
-from newsletter.cli import status_queue  # noqa: E402, F401

@@ -11,7 +11,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from newsletter.cli.context import AppContext
-from newsletter.cli.status import Section, iso, status_section, when
+from newsletter.cli.status import Section, iso, status_command, status_section, when
 from newsletter.db.outbox.queued import leases_by_holder
 from newsletter.db.runs import recent_runs
 
@@ -68,3 +68,7 @@ def queue_section(app: AppContext, session: Session, now: datetime) -> Section:
             console.print(table)
 
     return Section("queue", data, render)
+
+
+# ``status`` is loaded through this module, so its queue section is always registered.
+__all__ = ["status_command"]

@@ -1,0 +1,55 @@
+"""Settings: built-in defaults, then the TOML file, then ``NEWSLETTER_*`` variables.
+
+Built once by :func:`load_settings` and passed down; nothing reads a global. Tests build
+their own with :func:`settings_from_mapping`, the way Flask's ``create_app`` takes a
+``test_config``.
+"""
+
+from __future__ import annotations
+
+from newsletter.config.load import load_settings, settings_from_mapping
+from newsletter.config.sections import (
+    DEFAULT_CONFIG_NAME,
+    ENV_PREFIX,
+    FEED_TYPES,
+    HF_DEFAULT_DAYS,
+    HF_DEFAULT_URL,
+    HF_MAX_DAYS,
+    PACKAGE_DIR,
+    DatabaseSettings,
+    DkimSettings,
+    FeedSettings,
+    FeedType,
+    FetchSettings,
+    NewsletterSettings,
+    QueueSettings,
+    Settings,
+    SmtpSettings,
+    SubscribeSettings,
+    WebSettings,
+    bundled_dir,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "ENV_PREFIX",
+    "FEED_TYPES",
+    "HF_DEFAULT_DAYS",
+    "HF_DEFAULT_URL",
+    "HF_MAX_DAYS",
+    "PACKAGE_DIR",
+    "DatabaseSettings",
+    "DkimSettings",
+    "FeedSettings",
+    "FeedType",
+    "FetchSettings",
+    "NewsletterSettings",
+    "QueueSettings",
+    "Settings",
+    "SmtpSettings",
+    "SubscribeSettings",
+    "WebSettings",
+    "bundled_dir",
+    "load_settings",
+    "settings_from_mapping",
+]
