@@ -46,6 +46,9 @@ class Article:
     upvotes: int | None = None
     author_count: int | None = None  # hf:authors when the feed gives a count, not names
     feed_name: str = ""
+    paper_url: str = ""  # hf:paper, the paper's discussion page, when the feed gives it
+    abs_url: str = ""  # arxiv:abs
+    pdf_url: str = ""  # arxiv:pdf
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,14 @@ def _random_matches(seed: int, n: int) -> list[Match]:
         out.append(Match(a, 1.0, tuple(hits)))
         out.append(match(a, "RLHF", "reward"))
         # Upvotes as a reason: a trending pick (maybe with hits too) and a blended score.
-        voted = dataclasses.replace(a, upvotes=rng.choice([None, 0, 1, 57]))
+        # ... with the links a Daily Papers entry carries (some, all, or unsafe ones).
+        voted = dataclasses.replace(
+            a,
+            upvotes=rng.choice([None, 0, 1, 57]),
+            paper_url=rng.choice(["", "https://huggingface.co/papers/2611.00001"]),
+            abs_url=rng.choice(["", "https://arxiv.org/abs/2611.00001", "javascript:x"]),
+            pdf_url=rng.choice(["", "https://arxiv.org/pdf/2611.00001"]),
+        )
         out.append(Match(voted, 0.0, tuple(hits[:1]), trending=True))
         out.append(Match(voted, 2.5, tuple(hits), popularity=rng.choice([0.0, 1.5])))
     return out

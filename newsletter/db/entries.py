@@ -363,4 +363,12 @@ def to_article(entry: EntryColumns, *, feed_name: str = "") -> Article:
         upvotes=entry.upvotes,
         author_count=author_count,
         feed_name=feed_name,
+        paper_url=_text(extra.get("hf:paper")),
+        abs_url=_text(extra.get("arxiv:abs")),
+        pdf_url=_text(extra.get("arxiv:pdf")),
     )
+
+
+def _text(value: object) -> str:
+    """A stored extra as text ("" when absent or not a string: JSON may hold anything)."""
+    return value if isinstance(value, str) else ""

@@ -43,9 +43,11 @@ from newsletter.render.views import (
     ENDS_SENTENCE,
     FIELD_LABEL,
     FIELD_ORDER,
+    TRENDING_BADGE,
     CardView,
     Segment,
     abstract_cut,
+    article_links,
     article_static,
     card_view,
     clean_keyword,
@@ -71,6 +73,7 @@ class _Entry:
     """What every card of one article shares."""
 
     __slots__ = (
+        "abs_link",
         "abstract_text",
         "article",
         "byline",
@@ -80,6 +83,8 @@ class _Entry:
         "main_ok",
         "meta",
         "more_link",
+        "paper_link",
+        "pdf_link",
         "rstrip_len",
         "statics",
         "suffix",
@@ -96,6 +101,7 @@ class _Entry:
     def __init__(self, a: Article) -> None:
         self.article = a
         self.link, self.byline, self.date, self.votes, self.meta = article_static(a)
+        self.paper_link, self.abs_link, self.pdf_link = article_links(a)
         summary = a.summary
         self.trimmed = len(summary) > ABSTRACT_CHARS + ABSTRACT_SLACK  # as trim_plan decides
         self.cut = abstract_cut(summary, ABSTRACT_CHARS) if self.trimmed else len(summary)
@@ -113,10 +119,20 @@ class _Entry:
         # CardView's fields, in order, for fill_variant (rank, title, abstract and matched
         # are the card's own).
         self.variant = tuple(
-            2 if v else 1 for v in (self.link, self.byline, self.date, self.votes, self.more_link)
+            2 if v else 1
+            for v in (
+                self.link,
+                self.byline,
+                self.date,
+                self.votes,
+                self.more_link,
+                self.paper_link,
+                self.abs_link,
+                self.pdf_link,
+            )
         )
         # ... and the whole of it for a card with a rank, an abstract and a "why" line
-        self.usual_variant = _card_variant(self, True, True, True, bool(self.abstract_text))
+        self.usual_variant = _card_variant(self, True, True, True, bool(self.abstract_text), False)
         # fill_static for each (no title highlight, the plain abstract is the entry's)
         self.statics = {key: (self, fields) for key, fields in _GROUPS.items()}
 
@@ -153,7 +169,20 @@ def _lowest_bit(item: tuple[str, int]) -> int:
 
 
 # The fields every card of an entry shares (the fill merges them into the markup once).
-_SHARED = frozenset({"link", "byline", "date", "votes", "more_link", "title_text", "meta_text"})
+_SHARED = frozenset(
+    {
+        "link",
+        "byline",
+        "date",
+        "votes",
+        "more_link",
+        "title_text",
+        "meta_text",
+        "paper_link",
+        "abs_link",
+        "pdf_link",
+    }
+)
 _GROUPS = {  # (the title has no highlight, the plain abstract is the entry's): fields
     (False, False): _SHARED,
     (True, False): _SHARED | {"title"},
@@ -180,6 +209,7 @@ class CardDraft(LazyItem):
         "_title_v",
         "_view",
         "abstract_text",
+        "badge",
         "fill_static",
         "fill_variant",
         "keywords",
@@ -192,6 +222,7 @@ class CardDraft(LazyItem):
     rank: int
     matched: str
     abstract_text: str
+    badge: str  # the card's own (a trending pick for this subscriber)
     keywords: tuple[str, ...]  # the cleaned keywords that hit, for the subject's ranking
     fill_variant: Variant
     fill_static: tuple[Hashable, frozenset[str]] | None
@@ -235,6 +266,18 @@ class CardDraft(LazyItem):
         return self._entry.votes if self._entry else self.view().votes
 
     @property
+    def paper_link(self) -> str:
+        return self._entry.paper_link if self._entry else self.view().paper_link
+
+    @property
+    def abs_link(self) -> str:
+        return self._entry.abs_link if self._entry else self.view().abs_link
+
+    @property
+    def pdf_link(self) -> str:
+        return self._entry.pdf_link if self._entry else self.view().pdf_link
+
+    @property
     def more_link(self) -> str:
         return self._entry.more_link if self._entry else self.view().more_link
 
@@ -276,6 +319,7 @@ def card_draft(match: Match, rank: int) -> CardDraft:
     if entry is None or entry.article is not a:
         entry = _entry(a)
     d = CardDraft(match, rank)
+    d.badge = TRENDING_BADGE if match.trending else ""
     title_spans: list[tuple[int, int]] = []
     abstract_spans: list[tuple[int, int]] = []
     raw: dict[str, int] = {}  # keyword as written -> the fields it hit (bits)
@@ -315,19 +359,21 @@ def card_draft(match: Match, rank: int) -> CardDraft:
     d._title_esc = entry.title_esc
     d._entry = entry
     d.fill_static = entry.statics[not title_spans, shared_text]
-    if rank and d._abstract and d.matched and shared_text:
+    if rank and d._abstract and d.matched and shared_text and not d.badge:
         d.fill_variant = entry.usual_variant
     else:
         d.fill_variant = _card_variant(
-            entry, rank, bool(d._abstract), bool(d.matched), bool(d.abstract_text)
+            entry, rank, bool(d._abstract), bool(d.matched), bool(d.abstract_text), bool(d.badge)
         )
     return d
 
 
-def _card_variant(entry: _Entry, rank: int, abstract: bool, matched: bool, text: bool) -> Variant:
+def _card_variant(
+    entry: _Entry, rank: int, abstract: bool, matched: bool, text: bool, badge: bool
+) -> Variant:
     """``variant_of`` the card's view, from the truth of each of CardView's fields by name
     (the title and title_text are never empty)."""
-    link, by, when, votes, more = entry.variant
+    link, by, when, votes, more, paper, abs_link, pdf = entry.variant
     truth = {
         "rank": 2 if rank else 1,
         "link": link,
@@ -335,6 +381,10 @@ def _card_variant(entry: _Entry, rank: int, abstract: bool, matched: bool, text:
         "byline": by,
         "date": when,
         "votes": votes,
+        "badge": 2 if badge else 1,
+        "paper_link": paper,
+        "abs_link": abs_link,
+        "pdf_link": pdf,
         "abstract": 2 if abstract else 1,
         "more_link": more,
         "matched": 2 if matched else 1,

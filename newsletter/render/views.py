@@ -65,6 +65,10 @@ class CardView:
     byline: str  # "A, B, C et al." / "5 authors" / ""
     date: str
     votes: str  # upvotes, "" when the feed has none
+    badge: str  # "Trending" for a trending pick, else ""
+    paper_link: str  # the paper's page (Hugging Face), http(s) or ""
+    abs_link: str  # arXiv abstract, http(s) or ""
+    pdf_link: str  # arXiv PDF, http(s) or ""
     abstract: tuple[Segment, ...]
     more_link: str  # "read more" target when the abstract was trimmed
     matched: str  # "bilevel optimization (title), RLHF (abstract)"
@@ -346,6 +350,15 @@ def article_static(article: Article) -> tuple[str, str, str, str, str]:
     return link, by, when, votes, meta
 
 
+TRENDING_BADGE = "Trending"
+
+
+@lru_cache(maxsize=8192)
+def article_links(article: Article) -> tuple[str, str, str]:
+    """The paper page, arXiv abstract and PDF links of a card ("" when unknown or unsafe)."""
+    return safe_url(article.paper_url), safe_url(article.abs_url), safe_url(article.pdf_url)
+
+
 def card_view(match: Match, rank: int) -> CardView:
     """The card of one match; cached, since many subscribers share an article's hits."""
     card = _card(
@@ -353,6 +366,7 @@ def card_view(match: Match, rank: int) -> CardView:
         tuple(_spans(match, "title")),
         tuple(_spans(match, "abstract")),
         matched_line(match),
+        TRENDING_BADGE if match.trending else "",
     )
     return card if card.rank == rank else replace(card, rank=rank)
 
@@ -363,8 +377,10 @@ def _card(
     title_spans: tuple[tuple[int, int], ...],
     abstract_spans: tuple[tuple[int, int], ...],
     matched: str,
+    badge: str,
 ) -> CardView:
     link, by, when, votes, meta = article_static(a)
+    paper, abs_link, pdf = article_links(a)
     title = _clean_segments(segments(a.title, title_spans)) or (Segment("(untitled)"),)
     ranges, trimmed = trim_plan(a.summary, abstract_spans)
     segs: list[Segment] = []
@@ -391,6 +407,10 @@ def _card(
         byline=by,
         date=when,
         votes=votes,
+        badge=badge,
+        paper_link=paper,
+        abs_link=abs_link,
+        pdf_link=pdf,
         abstract=_clean_segments(segs),
         more_link=link if trimmed else "",
         matched=matched,

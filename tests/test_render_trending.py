@@ -1,0 +1,63 @@
+"""A trending pick in the email: its badge, and the paper page / arXiv links on cards."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from newsletter.domain import Article, Match
+from newsletter.render import Renderer
+from tests.support.digests import article, match, profile, request, settings
+
+PAPER = "https://huggingface.co/papers/2611.01234"
+ABS = "https://arxiv.org/abs/2611.01234"
+PDF = "https://arxiv.org/pdf/2611.01234"
+
+
+def _hf_article() -> Article:
+    a = article(
+        "Sparse Routing for Mixture-of-Experts",
+        "We route tokens sparsely.",
+        link=PAPER,
+        authors=["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"],
+        upvotes=42,
+    )
+    return replace(a, paper_url=PAPER, abs_url=ABS, pdf_url=PDF)
+
+
+@pytest.mark.parametrize("fast", [True, False])  # the compiled path and the reference
+def test_a_trending_pick_has_a_badge_and_the_paper_and_arxiv_links(fast: bool) -> None:
+    keyword = match(article(), "RLHF")
+    trending = Match(_hf_article(), 0.0, (), trending=True)
+    email = Renderer(settings(), fast=fast).render(
+        request(profile(keywords=["RLHF"], trending=1), [keyword, trending])
+    )
+    assert email is not None
+    html, text = email.html, email.text
+    badges = re.findall(r'<span class="badge"[^>]*>(.*?)</span>', html)
+    assert badges == ["Trending"]  # the trending card only
+    card = html[html.rindex('class="card"') :]  # the second card
+    assert 'class="badge"' in card and "Sparse Routing" in card
+    for url, label in ((PAPER, "Paper page"), (ABS, "arXiv"), (PDF, "PDF")):
+        assert re.search(rf'<a class="paper-link" href="{re.escape(url)}"[^>]*>{label}</a>', html)
+    assert "2. [Trending] Sparse Routing for Mixture-of-Experts" in text
+    assert "1. [Trending]" not in text
+    assert f"Paper page: {PAPER}\narXiv: {ABS}\nPDF: {PDF}\n" in text
+    assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in text
+    assert "Matched: trending, 42 upvotes" in text
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_links_are_shown_only_when_known_and_safe(fast: bool) -> None:
+    a = replace(_hf_article(), paper_url="", abs_url="javascript:alert(1)")
+    email = Renderer(settings(), fast=fast).render(
+        request(profile(keywords=["Sparse"]), [match(a, "Sparse")])
+    )
+    assert email is not None
+    links = re.findall(r'class="paper-link" href="([^"]*)"[^>]*>([^<]*)<', email.html)
+    assert links == [(PDF, "PDF")]
+    assert "javascript" not in email.html and "javascript" not in email.text
+    assert "Paper page:" not in email.text and f"PDF: {PDF}" in email.text
+    assert "[Trending]" not in email.text and 'class="badge"' not in email.html
