@@ -19,12 +19,15 @@ import pytest
 
 from newsletter.domain import Article, Keyword, Profile
 from newsletter.ingest import parse_feed
+from newsletter.ingest.hf import parse_daily_papers
 from newsletter.matching import Matcher
+from newsletter.matching.digest import digest_picks
 from newsletter.render import RenderedEmail, Renderer
 from tests.support.digests import request, settings, stored_articles
 
 HERE = Path(__file__).resolve().parent
 FEED = HERE / "fixtures" / "golden_feed.atom"
+PAPERS = HERE / "fixtures" / "golden_daily_papers.json"  # one paper: the trending card
 GOLDEN = HERE / "golden"
 NOW = datetime(2026, 11, 21, 5, tzinfo=UTC)
 UPDATE = os.environ.get("NEWSLETTER_UPDATE_GOLDEN") == "1"
@@ -40,17 +43,22 @@ PROFILE = Profile(
         Keyword("objectives"),
     ),
     exclude=(Keyword("topological"),),
+    trending=1,
     source="subscribers/zoe.yaml",
 )
 
 
 def _articles() -> list[Article]:
     parsed = parse_feed(FEED.read_bytes(), base_url="https://example.org/feed", now=NOW)
-    return stored_articles(parsed.entries, first_id=1, feed_name="golden", now=NOW)
+    atom = stored_articles(parsed.entries, first_id=1, feed_name="golden", now=NOW)
+    papers, skipped = parse_daily_papers(PAPERS.read_bytes(), listed=NOW.date(), now=NOW)
+    assert not skipped
+    hf = stored_articles(papers, first_id=len(atom) + 1, feed_name="hf", now=NOW)
+    return atom + hf
 
 
 def _render(renderer: Renderer, profile: Profile) -> RenderedEmail:
-    matches = Matcher(_articles()).match(profile, limit=10)
+    matches = digest_picks(Matcher(_articles()), profile, candidates=None, limit=10)
     out = renderer.render(
         request(
             profile,
@@ -119,6 +127,17 @@ def test_digest_matches_the_golden_file() -> None:
     assert "<mark" in markup and "<script" not in markup
     assert "NOTEARS" not in markup  # matches "objectives" but is excluded by "topological"
     assert "https://example.org/papers/schr%C3%B6dinger?id=1&amp;v=2" in markup
+    # the trending pick: last, badged, with its paper page and arXiv links, upvotes as why
+    assert "[Trending] Sparse Token Routing Makes Mixture-of-Experts Cheap to Serve" in plain
+    assert "Mira Okafor, Jonas Weber, Lina Haddad et al." in plain
+    assert "Matched: trending, 57 upvotes" in plain
+    assert markup.count(">Trending</span>") == 1
+    for url in (
+        "https://huggingface.co/papers/2611.04242",
+        "https://arxiv.org/abs/2611.04242",
+        "https://arxiv.org/pdf/2611.04242",
+    ):
+        assert f'href="{url}"' in markup and url in plain
 
 
 def test_empty_note_matches_the_golden_file() -> None:
