@@ -62,16 +62,17 @@ send_time = "07:00"
 timeout_seconds = 20
 workers = 4
 
-# Feeds: an http(s):// URL or a file path. The samples are Hugging Face Daily Papers
-# pages as Atom feeds. Add your own, e.g.:
+# Feeds: an http(s):// URL or a file path. The samples are three days of Hugging Face
+# Daily Papers as the API's JSON (type "hf-daily-papers"; a file is read as today's
+# listing). Add your own, e.g.:
 # [[feeds]]
 # name = "arxiv-cs-lg"
 # url = "https://rss.arxiv.org/rss/cs.LG"
 """
 
 
-def _sample_feeds() -> list[tuple[str, Path]]:
-    """(name, file) of the bundled sample feeds, named as in the bundled config."""
+def _sample_feeds() -> list[tuple[str, Path, str]]:
+    """(name, file, type) of the bundled sample feeds, as in the bundled config."""
     examples = bundled_dir("examples")
     try:
         data = tomllib.loads((examples / "newsletter.toml").read_text(encoding="utf-8"))
@@ -81,14 +82,16 @@ def _sample_feeds() -> list[tuple[str, Path]]:
     for item in data.get("feeds", []):
         path = (examples / item["url"]).resolve()
         if path.is_file():
-            out.append((item["name"], path))
+            out.append((item["name"], path, str(item.get("type", ""))))
     return out
 
 
-def _config_text(feeds: list[tuple[str, Path]]) -> str:
+def _config_text(feeds: list[tuple[str, Path, str]]) -> str:
     blocks = [
-        f'\n[[feeds]]\nname = {json.dumps(name)}\nurl = "feeds/{path.name}"\n'
-        for name, path in feeds
+        f"\n[[feeds]]\nname = {json.dumps(name)}\n"
+        + (f"type = {json.dumps(kind)}\n" if kind else "")
+        + f'url = "feeds/{path.name}"\n'
+        for name, path, kind in feeds
     ]
     return CONFIG_HEAD + "".join(blocks)
 
@@ -100,7 +103,7 @@ def init_command(directory: Path, force: bool) -> None:
     """Write a working config, sample feeds, a sample subscriber and the templates."""
     feeds = _sample_feeds()
     plan: dict[Path, str | Path] = {directory / "newsletter.toml": _config_text(feeds)}
-    for _, path in feeds:
+    for _, path, _kind in feeds:
         plan[directory / "feeds" / path.name] = path
     plan[directory / "subscribers" / "ada.yaml"] = SAMPLE_SUBSCRIBER
     templates = bundled_dir("templates")
