@@ -7,6 +7,7 @@ with a visible reason where Chromium or chromedriver is missing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from newsletter.config import Settings
+from newsletter.domain import Match
 from newsletter.pipeline.preview import run_preview
 from newsletter.render import Renderer
-from tests.support.digests import profile, request, sample_matches, settings
+from tests.support.digests import article, match, profile, request, sample_matches, settings
 
 if TYPE_CHECKING:
     from selenium.webdriver.chrome.webdriver import WebDriver
@@ -130,4 +132,62 @@ def test_preview_index_links_to_each_digest(
     assert len(driver.find_elements("css selector", "table.card")) >= 3
     assert driver.find_elements("css selector", "mark")
     _full_page(driver, screenshot_dir / "preview-ada.png", 1000)
+    assert _severe(driver.get_log("browser")) == []
+
+
+def test_a_trending_card_with_authors_badge_and_paper_links(
+    driver: WebDriver, tmp_path: Path, screenshot_dir: Path
+) -> None:
+    paper = "https://huggingface.co/papers/2611.04242"
+    links = {
+        "Paper page": paper,
+        "arXiv": "https://arxiv.org/abs/2611.04242",
+        "PDF": "https://arxiv.org/pdf/2611.04242",
+    }
+    hf = replace(
+        article(
+            "Sparse Token Routing Makes Mixture-of-Experts Cheap to Serve",
+            "We route each token to two experts chosen by a learned hash.",
+            link=paper,
+            authors=["Mira Okafor", "Jonas Weber", "Lina Haddad", "Kenji Sato"],
+            upvotes=57,
+        ),
+        paper_url=links["Paper page"],
+        abs_url=links["arXiv"],
+        pdf_url=links["PDF"],
+    )
+    keyword = match(article(authors=["Ada Lovelace", "Alan Turing"]), "RLHF")
+    email = Renderer(settings()).render(
+        request(
+            profile(keywords=["RLHF"], trending=1), [keyword, Match(hf, 0.0, (), trending=True)]
+        )
+    )
+    assert email is not None
+    page = tmp_path / "trending.html"
+    page.write_text(email.html, encoding="utf-8")
+    driver.get(page.as_uri())
+    cards = driver.find_elements("css selector", "table.card")
+    assert len(cards) == 2
+    assert cards[0].find_elements("css selector", ".badge") == []
+    badge = cards[1].find_element("css selector", ".badge")
+    assert badge.is_displayed() and badge.text.lower() == "trending"
+    assert badge.value_of_css_property("background-color") == "rgba(255, 237, 213, 1)"
+    bylines = [c.find_element("css selector", ".byline").text for c in cards]
+    assert bylines == ["Ada Lovelace, Alan Turing", "Mira Okafor, Jonas Weber, Lina Haddad et al."]
+    shown = {
+        a.text: a.get_attribute("href")
+        for a in cards[1].find_elements("css selector", "a.paper-link")
+    }
+    assert shown == links and all(
+        a.is_displayed() for a in cards[1].find_elements("css selector", "a.paper-link")
+    )
+    assert "trending, 57 upvotes" in cards[1].find_element("css selector", ".why").text
+    _full_page(driver, screenshot_dir / "digest-trending.png", 1000)
+    assert (screenshot_dir / "digest-trending.png").stat().st_size > 10_000
+    driver.set_window_size(390, 844)
+    overflow = driver.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0  # the badge and the links wrap on a phone
+    _full_page(driver, screenshot_dir / "digest-trending-phone.png", 390)
     assert _severe(driver.get_log("browser")) == []
