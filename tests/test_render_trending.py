@@ -47,6 +47,17 @@ def test_a_trending_pick_has_a_badge_and_the_paper_and_arxiv_links(fast: bool) -
     assert f"Paper page: {PAPER}\narXiv: {ABS}\nPDF: {PDF}\n" in text
     assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in text
     assert "Matched: trending, 42 upvotes" in text
+    assert "2 new entries matched your keywords or are trending today" in text
+    assert "2 new entries matched your keywords or are trending today." in html
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_digest_of_trending_picks_only_says_so(fast: bool) -> None:
+    picks = [Match(_hf_article(), 0.0, (), trending=True)]
+    email = Renderer(settings(), fast=fast).render(request(profile(keywords=[], trending=5), picks))
+    assert email is not None
+    assert "1 new entry is trending today" in email.text
+    assert "matched your keywords" not in email.text + email.html
 
 
 @pytest.mark.parametrize("fast", [True, False])

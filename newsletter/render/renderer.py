@@ -54,6 +54,7 @@ from newsletter.render.views import (
     clean,
     clean_keyword,
     counted,
+    lead_reason,
     more_view,
     period_labels,
     plural,
@@ -263,6 +264,7 @@ class Renderer:
             "email": clean(p.email),
             "keywords": tuple(k for k in (clean_keyword(k.term) for k in p.keywords) if k),
             "count_label": counted(n_total, f"new {noun}"),
+            "reason": lead_reason(req.matches),
             "nouns": plural(noun),
             # The fast path's drafts have CardView's attributes; Jinja gets real views.
             "cards": cast("tuple[CardView, ...]", tuple(cards)),

@@ -98,6 +98,7 @@ class EmailView:
     email: str
     keywords: tuple[str, ...]
     count_label: str  # "7 new papers"
+    reason: str  # "matched your keywords" / "are trending" / "... or are trending"
     nouns: str  # "papers", "posts": the entries' noun in the plural (newsletter.noun)
     cards: tuple[CardView, ...]
     more: tuple[MoreView, ...]
@@ -308,6 +309,16 @@ def with_popularity(match: Match, keywords: str) -> str:
     if match.popularity and votes:
         return f"{keywords} · {counted(votes, 'upvote')}"
     return keywords
+
+
+def lead_reason(matches: Sequence[Match]) -> str:
+    """Why the digest's entries are in it, after the count: keywords, upvotes, or both."""
+    trending = sum(1 for m in matches if m.trending)
+    if not trending:
+        return "matched your keywords"
+    if trending == len(matches):
+        return "is trending" if trending == 1 else "are trending"
+    return "matched your keywords or are trending"
 
 
 def plural(noun: str) -> str:
