@@ -15,7 +15,7 @@ import pytest
 
 from newsletter.domain import Article, Keyword, Match, Profile
 from newsletter.matching import FIELD_FACTORS, Matcher, field_text
-from newsletter.matching.reference import reference_match
+from newsletter.matching.reference import reference_match, reference_trending
 from newsletter.profiles import read_profiles
 
 T0 = datetime(2026, 1, 9, tzinfo=UTC)
@@ -269,7 +269,8 @@ def test_duplicate_article_ids_are_refused() -> None:
 
 
 def test_sample_profiles_on_the_sample_feeds_agree_with_the_reference() -> None:
-    """The bundled profiles hit the bundled feeds, and both implementations agree."""
+    """The bundled profiles hit the bundled feeds, and both implementations agree (a
+    keyword-less profile, subscribers/top10.yaml, through its trending picks)."""
     articles: list[Article] = []
     for path in sorted((ROOT / "examples" / "feeds").glob("*.atom")):
         for e in feedparser.parse(str(path)).entries:
@@ -283,7 +284,14 @@ def test_sample_profiles_on_the_sample_feeds_agree_with_the_reference() -> None:
             )
     loaded = read_profiles(ROOT / "subscribers")
     matcher = Matcher(articles)
+    assert any(not p.keywords for p in loaded.profiles)
     for p in loaded.profiles:
+        if p.trending:
+            picks = matcher.trending(p)
+            assert picks, f"{p.email} has no trending picks in the sample feeds"
+            assert picks == reference_trending(articles, p)
+        if not p.keywords:
+            continue
         fast = matcher.match(p)
         assert fast, f"{p.email} matches nothing in the sample feeds"
         assert fast == reference_match(articles, p)
