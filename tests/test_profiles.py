@@ -321,12 +321,8 @@ def test_trending_alone_is_a_profile_and_its_range_is_checked() -> None:
     assert problems == [] and [(p.keywords, p.trending) for p in profiles] == [((), 10)]
     both, problems = parse("email: a@example.org\nkeywords: [RLHF]\ntrending: 3\n")
     assert problems == [] and both[0].trending == 3
-    assert (
-        only_problem("email: a@example.org\ntrending: 0\n").detail == "expected at least 1, got 0"
-    )
-    assert (
-        only_problem("email: a@example.org\ntrending: 51\n").detail == "expected at most 50, got 51"
-    )
+    assert only_problem("email: a@example.org\ntrending: 0\n").detail == "expected 1 to 50, got 0"
+    assert only_problem("email: a@example.org\ntrending: 51\n").detail == "expected 1 to 50, got 51"
 
 
 def test_repeated_keyword_and_repeated_key() -> None:

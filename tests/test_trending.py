@@ -140,4 +140,4 @@ def test_check_explains_the_keyword_rule(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "or trending: N for the N most upvoted papers alone" in result.output
-    assert "trending: expected at most 50, got 500" in result.output
+    assert "trending: expected 1 to 50, got 500" in result.output
