@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -460,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
             report = run_month(
                 Path(tmp), url, seed=seed, days=args.days, subscribers=args.subscribers
             )
+            if not report.ok:  # keep the evidence: config, feeds, profiles, SQLite file
+                kept = Path("soak-failures") / f"seed-{seed}"
+                shutil.rmtree(kept, ignore_errors=True)
+                shutil.copytree(tmp, kept)
+                print(f"    kept the run in {kept}/", flush=True)
         print(report.line(), flush=True)
         for d in report.details[:20]:
             print("   ", d)
