@@ -29,6 +29,7 @@ from newsletter.config.sections import (
     WebSettings,
     bundled_dir,
 )
+from newsletter.errors import ConfigError  # raised by the loaders; importable from here too
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -38,6 +39,7 @@ __all__ = [
     "HF_DEFAULT_URL",
     "HF_MAX_DAYS",
     "PACKAGE_DIR",
+    "ConfigError",
     "DatabaseSettings",
     "DkimSettings",
     "FeedSettings",

@@ -61,9 +61,14 @@ def queue_depth(app: Celery) -> int | None:
     """Tasks waiting in the queue (None when the broker cannot be asked)."""
     try:
         with app.connection_for_read() as conn:
-            ch: Any = conn.default_channel
-            return int(ch.queue_declare(app.conf.task_default_queue, passive=True).message_count)
-    except Exception:  # the broker is down or the queue not declared yet
+            conn.ensure_connection(max_retries=1)
+            try:
+                ch: Any = conn.default_channel
+                declared = ch.queue_declare(app.conf.task_default_queue, passive=True)
+                return int(declared.message_count)
+            except Exception:  # reachable, but no such queue (Redis drops empty ones): 0
+                return 0
+    except Exception:  # the broker cannot be reached
         return None
 
 
