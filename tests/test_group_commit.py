@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from newsletter.db import outbox, session_scope
-from newsletter.db.core import connect
+from newsletter.db.core import connect, reader_engine
 from newsletter.db.outbox import plan as outbox_plan
 from newsletter.db.outbox.bulk import (
     SendingMark,
@@ -21,7 +21,6 @@ from newsletter.db.outbox.bulk import (
     mark_skipped_many,
 )
 from newsletter.pipeline.group_commit import OutboxMarks
-from newsletter.pipeline.send import reader_engine
 from tests.support.sending import add_entries, add_subscribers, digest_entry_ids, digests, utc
 
 NOW = utc(2026, 6, 15, 8, 0)

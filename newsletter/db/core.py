@@ -216,3 +216,18 @@ def dialect_insert(session: Session, model: type[Base]) -> Any:
     if name == "sqlite":
         return sqlite.insert(model)
     raise DatabaseError(f"unsupported database backend {name!r}")
+
+
+def reader_engine(engine: Engine) -> Engine | None:
+    """An engine for composing beside the writes, or None to compose on ``engine``.
+
+    SQLite: a second engine on the same file whose transactions only read (no write
+    lock). An in-memory SQLite database cannot be opened twice: None, and a run then
+    composes and delivers in turn. PostgreSQL: the engine itself (readers never block).
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    database = engine.url.database
+    if not database or database == ":memory:" or "mode=memory" in str(engine.url):
+        return None
+    return connect(engine.url.render_as_string(hide_password=False), migrate=False, read_only=True)

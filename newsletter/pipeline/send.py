@@ -88,23 +88,6 @@ class _Composed:
     now: datetime
 
 
-def reader_engine(engine: Engine) -> Engine | None:
-    """An engine for composing beside the writes, or None to compose on ``engine``.
-
-    SQLite: a second engine on the same file whose transactions only read (no write
-    lock). An in-memory SQLite database cannot be opened twice: None, and a run then
-    composes and delivers in turn. PostgreSQL: the engine itself (readers never block).
-    """
-    if engine.dialect.name != "sqlite":
-        return engine
-    database = engine.url.database
-    if not database or database == ":memory:" or "mode=memory" in str(engine.url):
-        return None
-    return db_core.connect(
-        engine.url.render_as_string(hide_password=False), migrate=False, read_only=True
-    )
-
-
 class SendRun:
     """One run's state: the engine, the sender, the clock, the counters."""
 
@@ -167,7 +150,7 @@ class SendRun:
             DigestJob(
                 c.subscriber_id,
                 c.period,
-                _earliest(starts[c.subscriber_id], c),
+                c.starts_by(starts[c.subscriber_id]),
                 now,
                 digest_id=c.id,
             )
@@ -214,7 +197,7 @@ class SendRun:
             with session_scope(self.ctx.engine) as session:
                 total = outbox.pending_count(session, self.scope, due_by=started)
             self.progress.start(total)
-        self.reader = reader_engine(self.ctx.engine)
+        self.reader = db_core.reader_engine(self.ctx.engine)
         try:
             self._loop()
         except BaseException:
@@ -410,18 +393,6 @@ class SendRun:
                 self.summary.retried += 1
         if self.progress is not None and outcome in ("sent", "skipped", "failed"):
             self.progress.advance(outcome, recipient)
-
-
-def _earliest(start: datetime, claim: outbox.Claim) -> datetime:
-    """The window's start, moved back to where the claimed row says it began at the latest.
-
-    A retried digest keeps its first window, and one that superseded others carries
-    theirs; entries already in a digest of the subscriber are left out whatever the
-    window (``candidates``), so starting earlier never sends anything twice.
-    """
-    if claim.window_start is not None and claim.window_start < start:
-        return claim.window_start
-    return start
 
 
 def _wait(stop: threading.Event, seconds: float) -> None:

@@ -10,9 +10,10 @@ characters, doubled spaces, spaces at its edges) goes through :func:`card_view`
 instead, so the values are always the same; ``tests/test_render_fast.py`` checks that.
 
 A worked example. Ada's keyword ``RLHF`` hits the title "Scaling RLHF to agents" at
-characters 8–12. :func:`card_draft` finds the article's :class:`_Entry` (built once for
-every subscriber: link, byline, the abstract's cut and its wrapped text), and keeps of
-the hits only what is Ada's:
+characters 8–12. :func:`card_draft` finds the article's
+:class:`~newsletter.render.card_entry.Entry` (built once for every subscriber: link,
+byline, the abstract's cut and its wrapped text), and keeps of the hits only what is
+Ada's:
 
 * ``matched`` = ``"RLHF (title)"`` (labels memoised per keyword and fields);
 * the title as runs, plain first: ``["Scaling ", "RLHF", " to agents"]`` with
@@ -30,125 +31,34 @@ runs and ``matched``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable
 from itertools import pairwise
 
-from newsletter.domain import Article, Match
+from newsletter.domain import Match
+from newsletter.render.card_entry import CACHE_MAX, ENTRIES, Entry, card_variant, entry_of
 from newsletter.render.runs import add_plain, merge_spans, text_runs, tidy, wrap_tidy
-from newsletter.render.shapes.fill import LazyItem, Rows, Variant, field_names, variant_of
+from newsletter.render.shapes.fill import LazyItem, Rows, Variant, variant_of
 from newsletter.render.views import (
-    ABSTRACT_CHARS,
-    ABSTRACT_SLACK,
-    ENDS_SENTENCE,
     FIELD_LABEL,
     FIELD_ORDER,
     TRENDING_BADGE,
     CardView,
     Segment,
-    abstract_cut,
-    article_links,
-    article_static,
     card_view,
     clean_keyword,
     trim_plan,
     with_popularity,
-    wrap_text,
 )
 
-_CARD_FIELDS = field_names(CardView)
 _PLAIN: Variant = variant_of(Segment("x"))  # the variant of a non-empty run
 _MARK: Variant = variant_of(Segment("x", True))
-_HTML_SPECIAL = re.compile("[&<>'\"]")
 _BIT = {f: 1 << i for i, f in enumerate(FIELD_ORDER)}  # the "why" order: lowest bit first
-_CACHE_MAX = 20_000
+
 
 # Highlight runs alternate between plain and marked (touching highlights are merged,
 # and so are plain runs): a card hands them over as texts and the pair of variants.
 _PLAIN_FIRST = (_PLAIN, _MARK)
 _MARK_FIRST = (_MARK, _PLAIN)
-
-
-class _Entry:
-    """What every card of one article shares."""
-
-    __slots__ = (
-        "abs_link",
-        "abstract_text",
-        "article",
-        "byline",
-        "cut",
-        "date",
-        "link",
-        "main_ok",
-        "meta",
-        "more_link",
-        "paper_link",
-        "pdf_link",
-        "rstrip_len",
-        "statics",
-        "suffix",
-        "summary_esc",
-        "title_esc",
-        "title_ok",
-        "title_runs",
-        "trimmed",
-        "usual_variant",
-        "variant",
-        "votes",
-    )
-
-    def __init__(self, a: Article) -> None:
-        self.article = a
-        self.link, self.byline, self.date, self.votes, self.meta = article_static(a)
-        self.paper_link, self.abs_link, self.pdf_link = article_links(a)
-        summary = a.summary
-        self.trimmed = len(summary) > ABSTRACT_CHARS + ABSTRACT_SLACK  # as trim_plan decides
-        self.cut = abstract_cut(summary, ABSTRACT_CHARS) if self.trimmed else len(summary)
-        self.more_link = self.link if self.trimmed else ""
-        self.rstrip_len = len(summary.rstrip())
-        main = summary[: self.cut]
-        self.main_ok = tidy(main)
-        # _card's " …" rule for one shown range: cut short, and not at a sentence end.
-        self.suffix = self.trimmed and self.cut < self.rstrip_len and not ENDS_SENTENCE.search(main)
-        self.abstract_text = wrap_text(main + " …" if self.suffix else main) if self.main_ok else ""
-        self.title_ok = tidy(a.title)
-        self.title_runs = [a.title]
-        self.title_esc = _HTML_SPECIAL.search(a.title) is not None
-        self.summary_esc = _HTML_SPECIAL.search(summary) is not None
-        # CardView's fields, in order, for fill_variant (rank, title, abstract and matched
-        # are the card's own).
-        self.variant = tuple(
-            2 if v else 1
-            for v in (
-                self.link,
-                self.byline,
-                self.date,
-                self.votes,
-                self.more_link,
-                self.paper_link,
-                self.abs_link,
-                self.pdf_link,
-            )
-        )
-        # ... and the whole of it for a card with a rank, an abstract and a "why" line
-        self.usual_variant = _card_variant(self, True, True, True, bool(self.abstract_text), False)
-        # fill_static for each (no title highlight, the plain abstract is the entry's)
-        self.statics = {key: (self, fields) for key, fields in _GROUPS.items()}
-
-
-_ENTRIES: dict[int, _Entry] = {}
-
-
-def _entry(a: Article) -> _Entry:
-    """The shared part of ``a``'s cards, cached by identity (the matcher hands the same
-    Article objects to every subscriber; the entry holds it, so the id stays unique)."""
-    got = _ENTRIES.get(id(a))
-    if got is None or got.article is not a:
-        if len(_ENTRIES) >= _CACHE_MAX:
-            _ENTRIES.clear()
-        got = _ENTRIES[id(a)] = _Entry(a)
-    return got
 
 
 _LABELS: dict[tuple[str, int], str] = {}
@@ -158,7 +68,7 @@ def _label(keyword: str, mask: int) -> str:
     got = _LABELS.get((keyword, mask))
     if got is None:
         fields = ", ".join(FIELD_LABEL[f] for f in FIELD_ORDER if mask & _BIT[f])
-        if len(_LABELS) >= _CACHE_MAX:
+        if len(_LABELS) >= CACHE_MAX:
             _LABELS.clear()
         got = _LABELS[keyword, mask] = f"{keyword} ({fields})"
     return got
@@ -166,29 +76,6 @@ def _label(keyword: str, mask: int) -> str:
 
 def _lowest_bit(item: tuple[str, int]) -> int:
     return item[1] & -item[1]
-
-
-# The fields every card of an entry shares (the fill merges them into the markup once).
-_SHARED = frozenset(
-    {
-        "link",
-        "byline",
-        "date",
-        "votes",
-        "more_link",
-        "title_text",
-        "meta_text",
-        "paper_link",
-        "abs_link",
-        "pdf_link",
-    }
-)
-_GROUPS = {  # (the title has no highlight, the plain abstract is the entry's): fields
-    (False, False): _SHARED,
-    (True, False): _SHARED | {"title"},
-    (False, True): _SHARED | {"abstract_text"},
-    (True, True): _SHARED | {"title", "abstract_text"},
-}
 
 
 class CardDraft(LazyItem):
@@ -226,7 +113,7 @@ class CardDraft(LazyItem):
     keywords: tuple[str, ...]  # the cleaned keywords that hit, for the subject's ranking
     fill_variant: Variant
     fill_static: tuple[Hashable, frozenset[str]] | None
-    _entry: _Entry | None
+    _entry: Entry | None
     _title: list[str]
     _abstract: list[str]
     _title_v: tuple[Variant, Variant]  # the variants the runs alternate between
@@ -315,9 +202,9 @@ class CardDraft(LazyItem):
 def card_draft(match: Match, rank: int) -> CardDraft:
     """The card of ``match`` at ``rank``: the values :func:`card_view` gives, cheaply."""
     a = match.article
-    entry = _ENTRIES.get(id(a))
+    entry = ENTRIES.get(id(a))
     if entry is None or entry.article is not a:
-        entry = _entry(a)
+        entry = entry_of(a)
     d = CardDraft(match, rank)
     d.badge = TRENDING_BADGE if match.trending else ""
     title_spans: list[tuple[int, int]] = []
@@ -362,40 +249,13 @@ def card_draft(match: Match, rank: int) -> CardDraft:
     if rank and d._abstract and d.matched and shared_text and not d.badge:
         d.fill_variant = entry.usual_variant
     else:
-        d.fill_variant = _card_variant(
+        d.fill_variant = card_variant(
             entry, rank, bool(d._abstract), bool(d.matched), bool(d.abstract_text), bool(d.badge)
         )
     return d
 
 
-def _card_variant(
-    entry: _Entry, rank: int, abstract: bool, matched: bool, text: bool, badge: bool
-) -> Variant:
-    """``variant_of`` the card's view, from the truth of each of CardView's fields by name
-    (the title and title_text are never empty)."""
-    link, by, when, votes, more, paper, abs_link, pdf = entry.variant
-    truth = {
-        "rank": 2 if rank else 1,
-        "link": link,
-        "title": 2,
-        "byline": by,
-        "date": when,
-        "votes": votes,
-        "badge": 2 if badge else 1,
-        "paper_link": paper,
-        "abs_link": abs_link,
-        "pdf_link": pdf,
-        "abstract": 2 if abstract else 1,
-        "more_link": more,
-        "matched": 2 if matched else 1,
-        "title_text": 2,
-        "meta_text": 2 if entry.meta else 1,
-        "abstract_text": 2 if text else 1,
-    }
-    return tuple(truth[name] for name in _CARD_FIELDS)
-
-
-def _abstract(d: CardDraft, entry: _Entry, spans: list[tuple[int, int]]) -> bool | None:
+def _abstract(d: CardDraft, entry: Entry, spans: list[tuple[int, int]]) -> bool | None:
     """Set the abstract runs and text as _card would: None when only it can tell, else
     whether the plain text is the entry's own (one shown range)."""
     text = entry.article.summary

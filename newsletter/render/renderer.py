@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import date, datetime
+from dataclasses import replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Literal, cast
@@ -26,12 +25,14 @@ from jinja2 import (
 )
 
 from newsletter.config import NewsletterSettings
-from newsletter.domain import Match, Profile
+from newsletter.domain import Match
 from newsletter.errors import RenderError
 from newsletter.periods import send_moment
 from newsletter.render.cards import CardDraft, card_draft
+from newsletter.render.email import DigestRequest, RenderedEmail
 from newsletter.render.headers import Headers, Mailbox, mailbox, mailto_url, message_id_for
 from newsletter.render.headers import parse_mailbox as _parse_mailbox
+from newsletter.render.labels import counted, lead_reason, period_labels, plural, shorten
 from newsletter.render.mime import (
     Bodies,
     build_message,
@@ -53,64 +54,15 @@ from newsletter.render.views import (
     card_view,
     clean,
     clean_keyword,
-    counted,
-    lead_reason,
     more_view,
-    period_labels,
-    plural,
     rank_keywords,
     safe_url,
-    shorten,
     top_keywords,
 )
 
 log = logging.getLogger(__name__)
 
 # -- inputs and outputs ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DigestRequest:
-    """Everything one email needs; URLs come from the caller (render makes no tokens)."""
-
-    profile: Profile
-    matches: Sequence[Match]
-    day: date  # the subscriber's local day the digest is for
-    period: str  # outbox period key: "2026-11-22" or "2026-W47"
-    unsubscribe_url: str
-    preferences_url: str = ""
-    sent_at: datetime | None = None  # Date header; None: the scheduled send time of `day`
-    message_id: str = ""  # "" : stable per (list, subscriber, period)
-
-
-@dataclass(frozen=True, slots=True)
-class RenderedEmail:
-    subject: str
-    # The parts as text, or as their UTF-8 (the fast path makes bytes; a send never
-    # reads them as text, so they are decoded only when asked for: see html and text).
-    html_part: str | bytes
-    text_part: str | bytes
-    data: bytes  # the complete MIME message
-    message_id: str
-    sender: str  # envelope sender (the From address)
-    recipient: str
-    entry_ids: tuple[int, ...]  # entries shown, as cards or as "more" links
-    n_cards: int
-    n_more: int  # matches summarised as links (listed or only counted)
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @property
-    def html(self) -> str:
-        part = self.html_part
-        return part if isinstance(part, str) else part.decode("utf-8")
-
-    @property
-    def text(self) -> str:
-        part = self.text_part
-        return part if isinstance(part, str) else part.decode("utf-8")
 
 
 # -- the views ---------------------------------------------------------------------------

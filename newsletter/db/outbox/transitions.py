@@ -38,6 +38,17 @@ class Claim:
     # digest, or handed on by the digests it superseded (``plan.ensure_digests``).
     window_start: datetime | None = None
 
+    def starts_by(self, start: datetime) -> datetime:
+        """``start``, moved back to where this row says its window begins at the latest.
+
+        A retried digest keeps its first window, and one that superseded others carries
+        theirs; entries already in a digest of the subscriber are never composed again,
+        so starting earlier never sends anything twice.
+        """
+        if self.window_start is not None and self.window_start < start:
+            return self.window_start
+        return start
+
 
 MarkResult = Literal["ok", "lost", "stale"]
 
