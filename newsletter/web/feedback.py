@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,14 +98,31 @@ def _operator_file() -> Any:
     return body, 403
 
 
-@feedback.get("/feedback/<token>")
-def ask(token: str) -> Any:
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    target: LinkTarget
+    data: FeedbackData
+    article: Any
+
+
+def _open(token: str) -> _Opened | Any:
+    """The link's subscriber, token data and entry; or the page saying why it is invalid
+    (the GET that asks and the POST that applies check the same things)."""
     target, data, why = _resolve(token)
     if target is None or data is None:
         return invalid_link(why)
     article = _entry(data.entry_id)
     if article is None:
         return invalid_link("entry gone")
+    return _Opened(target, data, article)
+
+
+@feedback.get("/feedback/<token>")
+def ask(token: str) -> Any:
+    opened = _open(token)
+    if not isinstance(opened, _Opened):
+        return opened
+    data, article = opened.data, opened.article
     return render_template(
         "web/feedback_ask.html", token=token, direction=data.direction, article=article
     )
@@ -112,12 +130,10 @@ def ask(token: str) -> Any:
 
 @feedback.post("/feedback/<token>")
 def apply(token: str) -> Any:
-    target, data, why = _resolve(token)
-    if target is None or data is None:
-        return invalid_link(why)
-    article = _entry(data.entry_id)
-    if article is None:
-        return invalid_link("entry gone")
+    opened = _open(token)
+    if not isinstance(opened, _Opened):
+        return opened
+    target, data, article = opened.target, opened.data, opened.article
     path = editable_path(target.id)
     if path is None:
         return _operator_file()
