@@ -119,7 +119,12 @@ def match_cmd(
             fail(f"no subscriber with address {email.strip()} (is the profile synced?)")
         profile = load_profiles(session, [sid], include_suppressed=True)[sid]
         articles, windows = candidate_windows(
-            session, [sid], now=now, since=since_at, frequency_of={sid: profile.frequency}
+            session,
+            [sid],
+            now=now,
+            since=since_at,
+            frequency_of={sid: profile.frequency},
+            trending_days=app.settings.newsletter.trending_days if profile.trending else None,
         )
         status = list_subscribers(session, include_deleted=True, ids=[sid])[0].status
     window = windows[sid]
@@ -133,9 +138,11 @@ def match_cmd(
             candidates=window.article_ids,
             limit=None if top == 0 else top,
             popularity_weight=app.settings.newsletter.popularity_weight,
+            trending_candidates=window.trending_ids,
         )
     )
     trending = sum(m.trending for m in shown)
+    listed = bool(window.listed_ids - window.article_ids)  # older, still trending candidates
     matched = len(matcher.match(profile, candidates=window.article_ids))
     if as_json:
         click.echo(json.dumps([_match_json(i, m) for i, m in enumerate(shown, 1)], indent=2))
@@ -145,7 +152,8 @@ def match_cmd(
     span = f"{window.opens_at:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M} UTC"
     click.echo(
         f"{profile.email}: {len(window.article_ids)} new entries ({span}), "
-        f"{matched} matched, "
+        + (f"{len(window.listed_ids - window.article_ids)} listed lately, " if listed else "")
+        + f"{matched} matched, "
         + (f"{trending} trending, " if profile.trending else "")
         + f"showing {len(shown)}",
         err=not app.interactive,

@@ -50,6 +50,9 @@ class NewsletterSettings:
     # Keyword points per e-fold of upvotes: score = keywords + weight * log1p(upvotes).
     # 0 leaves upvotes as the tie-break only.
     popularity_weight: float = 0.0
+    # Upvotes arrive over days: a paper listed on Daily Papers in the last this many
+    # days (UTC listing days before the digest's) stays a trending candidate until sent.
+    trending_days: int = 3
     send_time: str = "07:00"
     timezone: str = "UTC"
     send_empty: bool = False

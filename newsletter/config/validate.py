@@ -63,6 +63,12 @@ def _validate(s: Settings, where: str) -> None:
             path=where,
             key="newsletter.popularity_weight",
         )
+    if not 0 <= n.trending_days <= HF_MAX_DAYS:
+        raise ConfigError(
+            f"expected a whole number of days from 0 to {HF_MAX_DAYS}, got {n.trending_days!r}",
+            path=where,
+            key="newsletter.trending_days",
+        )
     if not n.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"expected an http(s):// URL, got {n.base_url!r}", path=where, key="newsletter.base_url"

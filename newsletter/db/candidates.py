@@ -2,18 +2,22 @@
 
 "New" means first fetched (``Entry.first_seen_at``) since the subscriber's last digest,
 not published since: digests such as Daily Papers list older papers when they trend.
-A batch of subscribers costs a fixed handful of queries, whatever its size.
+Trending picks look a little further: upvotes arrive over the days after a paper is
+listed, so a paper whose Daily Papers listing day is at most ``trending_days`` UTC days
+before the window's end stays a trending candidate until it is sent to the subscriber
+(keyword picks keep the window). A batch of subscribers costs a fixed handful of
+queries, whatever its size.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from newsletter.db.core import chunks
@@ -44,25 +48,74 @@ _ARTICLE_COLUMNS = (
 
 def load_candidates(session: Session, *, since: datetime, until: datetime) -> list[Article]:
     """Entries first fetched after ``since`` and up to ``until``, oldest first."""
+    return _load(session, since=since, until=until, listed_since=None)[0]
+
+
+def trending_floor(end: datetime, days: int) -> datetime:
+    """Midnight UTC of the oldest listing day whose papers are still trending candidates
+    for a window ending at ``end``: ``days`` days before ``end``'s UTC day."""
+    day = end.astimezone(UTC).date() - timedelta(days=days)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _in_pool(
+    since: datetime, until: datetime, listed_since: datetime | None
+) -> ColumnElement[bool]:
+    """First fetched in ``(since, until]``, or (already fetched) listed since ``listed_since``."""
+    window = (Entry.first_seen_at > since) & (Entry.first_seen_at <= until)
+    if listed_since is None:
+        return window
+    listed = (Entry.listed_at >= listed_since) & (Entry.first_seen_at <= until)
+    return or_(window, listed)
+
+
+def _load(
+    session: Session, *, since: datetime, until: datetime, listed_since: datetime | None
+) -> tuple[list[Article], frozenset[int]]:
+    """:func:`load_candidates`, plus the entries listed since ``listed_since`` (their ids
+    apart: they are trending candidates only, unless first fetched in the window too)."""
     rows = session.execute(
-        select(*_ARTICLE_COLUMNS, Feed.name.label("feed_name"))
+        select(*_ARTICLE_COLUMNS, Entry.listed_at, Feed.name.label("feed_name"))
         .outerjoin(Feed, Feed.id == Entry.feed_id)
-        .where(Entry.first_seen_at > since, Entry.first_seen_at <= until)
+        .where(_in_pool(since, until, listed_since))
         .order_by(Entry.first_seen_at, Entry.id)
     )
-    # A row has the attributes of the columns: all ``to_article`` reads of an Entry.
-    return [to_article(cast(EntryColumns, row), feed_name=row.feed_name or "") for row in rows]
+    articles: list[Article] = []
+    listed: set[int] = set()
+    for row in rows:
+        # A row has the attributes of the columns: all ``to_article`` reads of an Entry.
+        articles.append(to_article(cast(EntryColumns, row), feed_name=row.feed_name or ""))
+        if listed_since is not None and row.listed_at is not None and row.listed_at >= listed_since:
+            listed.add(row.id)
+    return articles, frozenset(listed)
 
 
 @dataclass(frozen=True, slots=True)
 class CandidateWindow:
     """The entries one subscriber may get next: first fetched in ``(start, end]`` and
-    never put in one of their digests before."""
+    never put in one of their digests before (``article_ids``, for keyword picks); and
+    for trending picks those plus the never-sent papers listed in the last
+    ``trending_days`` (``trending_ids``)."""
 
     subscriber_id: int
     start: datetime  # exclusive
     end: datetime  # inclusive
     article_ids: frozenset[int]
+    listed_ids: frozenset[int]  # never sent, listed in the last trending_days
+    trending_ids: frozenset[int]  # article_ids | listed_ids
+
+    @classmethod
+    def of(
+        cls,
+        subscriber_id: int,
+        start: datetime,
+        end: datetime,
+        article_ids: frozenset[int],
+        listed_ids: frozenset[int] = frozenset(),
+    ) -> CandidateWindow:
+        """A window with its trending candidates made (the same set when none is listed)."""
+        trending = article_ids | listed_ids if listed_ids else article_ids
+        return cls(subscriber_id, start, end, article_ids, listed_ids, trending)
 
     @property
     def opens_at(self) -> datetime:
@@ -139,40 +192,51 @@ def candidate_windows(
     now: datetime,
     frequency_of: Mapping[int, str],
     since: datetime | None = None,
+    trending_days: int | None = None,
 ) -> tuple[list[Article], dict[int, CandidateWindow]]:
     """The candidate entries of a batch of subscribers, as of ``now``.
 
     Returns the union of their entries (match them with one
     :class:`~newsletter.matching.matcher.Matcher`) and each subscriber's window, whose
-    ``article_ids`` go to ``Matcher.match(candidates=...)``. Subscribers missing from
-    ``frequency_of`` are taken as daily.
+    ``article_ids`` go to ``Matcher.match(candidates=...)`` and ``trending_ids`` to
+    ``Matcher.trending``. ``trending_days`` (``newsletter.trending_days``; None when
+    nobody in the batch wants trending picks) keeps recently listed papers trending
+    candidates. Subscribers missing from ``frequency_of`` are taken as daily.
     """
     ids = list(dict.fromkeys(subscriber_ids))
     if not ids:
         return [], {}
     starts = window_starts(session, ids, end=now, frequency_of=frequency_of, since=since)
     lowest = min(starts.values())
-    articles = load_candidates(session, since=lowest, until=now)
-    already = _already_sent(session, ids, since=lowest, until=now)
+    floor = trending_floor(now, trending_days) if trending_days is not None else None
+    articles, listed = _load(session, since=lowest, until=now, listed_since=floor)
+    already = _already_sent(session, ids, since=lowest, until=now, listed_since=floor)
     windows: dict[int, CandidateWindow] = {}
     # Most subscribers of a batch share their window: one frozenset for all of them
     # (built once, and the matcher recognises it instead of reading it again).
-    shared: dict[tuple[datetime, frozenset[int]], frozenset[int]] = {}
+    shared: dict[tuple[datetime, frozenset[int]], CandidateWindow] = {}
     for sid in ids:
         start, sent = starts[sid], frozenset(already.get(sid, ()))
-        allowed = shared.get((start, sent))
-        if allowed is None:
-            allowed = shared[start, sent] = frozenset(
-                a.id for a in articles if a.first_seen > start and a.id not in sent
+        window = shared.get((start, sent))
+        if window is None:
+            allowed = frozenset(a.id for a in articles if a.first_seen > start and a.id not in sent)
+            window = shared[start, sent] = CandidateWindow.of(
+                sid, start, now, allowed, listed - sent if listed else frozenset()
             )
-        windows[sid] = CandidateWindow(sid, start, now, allowed)
+        windows[sid] = window if window.subscriber_id == sid else replace(window, subscriber_id=sid)
     return articles, windows
 
 
 def _already_sent(
-    session: Session, ids: Sequence[int], *, since: datetime, until: datetime
+    session: Session,
+    ids: Sequence[int],
+    *,
+    since: datetime,
+    until: datetime,
+    listed_since: datetime | None = None,
 ) -> dict[int, set[int]]:
-    """Entries of the window already put in a digest of each subscriber."""
+    """Entries of the window (and the recently listed ones) already put in a digest of
+    each subscriber."""
     out: dict[int, set[int]] = defaultdict(set)
     for chunk in chunks(ids):
         rows = session.execute(
@@ -180,8 +244,7 @@ def _already_sent(
             .join(Entry, Entry.id == DigestEntry.entry_id)
             .where(
                 DigestEntry.subscriber_id.in_(chunk),
-                Entry.first_seen_at > since,
-                Entry.first_seen_at <= until,
+                _in_pool(since, until, listed_since),
             )
         )
         for sid, eid in rows:

@@ -1,10 +1,11 @@
 """What one digest carries: the keyword picks, then the trending picks.
 
-The keyword picks are the best ``limit`` matches (blended with upvotes); the trending
-picks are the profile's ``trending`` most upvoted candidates that are not keyword
-picks already (so a paper is never in a digest twice), after them. Both come from the
-subscriber's window of new, never-sent entries, so a paper sent once is never
-trending for them again.
+The keyword picks are the best ``limit`` matches (blended with upvotes) among the
+subscriber's new, never-sent entries; the trending picks are the profile's
+``trending`` most upvoted of the trending candidates (those, plus the never-sent papers
+listed in the last few days: upvotes arrive after the listing) that are not keyword
+picks already (so a paper is never in a digest twice), after them. A paper sent once is
+in neither set again, so it is never trending for that subscriber again.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ def digest_picks(
     candidates: Collection[int] | None,
     limit: int | None,
     popularity_weight: float = 0.0,
+    trending_candidates: Collection[int] | None = None,
 ) -> tuple[Match, ...]:
-    """The matches one digest shows, in the order it shows them."""
+    """The matches one digest shows, in the order it shows them.
+
+    ``trending_candidates`` defaults to ``candidates``.
+    """
     picks = (
         matcher.match(
             profile, candidates=candidates, limit=limit, popularity_weight=popularity_weight
@@ -33,5 +38,6 @@ def digest_picks(
         if profile.keywords
         else []
     )
-    trending = matcher.trending(profile, candidates=candidates, skip={m.article.id for m in picks})
+    pool = candidates if trending_candidates is None else trending_candidates
+    trending = matcher.trending(profile, candidates=pool, skip={m.article.id for m in picks})
     return (*picks, *trending)

@@ -8,6 +8,7 @@ matched against the entries of their own window that they have not been sent yet
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,32 +113,39 @@ class Composer:
         windows: dict[int, CandidateWindow] = {}
         # Jobs mostly share a start and a candidate set: filter each pair once, and
         # give them the same frozenset (the matcher caches its mask per set).
-        narrowed: dict[tuple[frozenset[int], datetime], frozenset[int]] = {}
+        narrowed: dict[tuple[frozenset[int], frozenset[int], datetime], CandidateWindow] = {}
+        trending_days = self.settings.newsletter.trending_days
         for (end, explicit), group in groups.items():
             since = (
                 min(j.window_start for j in group if j.window_start is not None)
                 if explicit
                 else None
             )
+            wants = any(profiles[j.subscriber_id].trending for j in group)
             found, got = candidate_windows(
                 session,
                 [j.subscriber_id for j in group],
                 now=end,
                 frequency_of=frequency,
                 since=since,
+                trending_days=trending_days if wants else None,
             )
             articles.update((a.id, a) for a in found)
             for job in group:
                 window = got[job.subscriber_id]
                 if job.window_start is not None:
                     start = job.window_start
-                    pair = (window.article_ids, start)
-                    ids = narrowed.get(pair)
-                    if ids is None:
-                        ids = narrowed[pair] = frozenset(
+                    sets = (window.article_ids, window.listed_ids, start)
+                    shared = narrowed.get(sets)
+                    if shared is None:
+                        ids = frozenset(
                             i for i in window.article_ids if articles[i].first_seen > start
                         )
-                    window = CandidateWindow(job.subscriber_id, start, end, ids)
+                        # Recently listed papers stay trending candidates whatever the start.
+                        shared = narrowed[sets] = CandidateWindow.of(
+                            job.subscriber_id, start, end, ids, window.listed_ids
+                        )
+                    window = dataclasses.replace(shared, subscriber_id=job.subscriber_id)
                 windows[job.subscriber_id] = window
         return articles, windows
 
@@ -199,6 +207,7 @@ class Composer:
                 candidates=window.article_ids,
                 limit=profile.max_items or nl.max_items,
                 popularity_weight=nl.popularity_weight,
+                trending_candidates=window.trending_ids,
             )
             unsubscribe, preferences = self.links(job.subscriber_id, *key)
             day = period_day(job.period, profile)
