@@ -99,6 +99,24 @@ class Feed(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class FeedDay(Base):
+    """The validators of one listing-day URL of a Daily Papers feed, for conditional GET.
+
+    Such a feed reads one URL per day (``?date=YYYY-MM-DD``), each with an ETag and a
+    Last-Modified of its own: the feed's own pair could hold one day's only.
+    """
+
+    __tablename__ = "feed_days"
+    __table_args__ = (UniqueConstraint("feed_id", "url"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feeds.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(Text)
+    last_modified: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Entry(Base):
     """One paper or post, deduplicated across feeds and versions by ``dedupe_key``."""
 

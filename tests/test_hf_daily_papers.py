@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from newsletter.config import ConfigError, Settings, settings_from_mapping
 from newsletter.db import session_scope
 from newsletter.ingest import parse_daily_papers
-from newsletter.models import Entry, Feed
+from newsletter.models import Entry, Feed, FeedDay
 from newsletter.pipeline.fetch import fetch_feeds
 from tests.conftest import SHARED
 from tests.support.feeds import Item, atom
@@ -303,3 +303,99 @@ def test_entry_count_matches_the_database(
     with session_scope(engine) as s:
         n = s.scalar(select(func.count(Entry.id)))
     assert again.feeds[0].new == 0 and n == len(_ids(*DAYS.values()))
+
+
+def _conditional(server: FeedServer, path: str) -> list[dict[str, str]]:
+    """The validators each request for ``path`` carried (empty for a full GET)."""
+    names = ("if-none-match", "if-modified-since")
+    return [{k: v for k, v in s.headers.items() if k in names} for s in server.seen(path)]
+
+
+def test_each_listing_day_keeps_its_own_validators(
+    engine: Engine, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """One day unchanged answers 304 to its own validators while another day is read."""
+    day9, day10 = "/api/daily_papers?date=2026-01-09", "/api/daily_papers?date=2026-01-10"
+    modified = "Fri, 09 Jan 2026 23:00:00 GMT"
+    url = _serve(
+        feed_server,
+        {
+            "2026-01-09": Route(
+                body=_page("daily_papers-001.json"),
+                content_type="application/json",
+                last_modified=modified,
+            ),
+            "2026-01-10": Route(
+                body=_page("daily_papers-002.json"), content_type="application/json", etag='"a"'
+            ),
+        },
+    )
+    settings = _settings(tmp_path, [_hf(url, days=1)])
+    fetch_feeds(engine, settings, now=T0)
+    assert _conditional(feed_server, day9) == [{}] and _conditional(feed_server, day10) == [{}]
+
+    # Day 10 changes (one paper gains votes, a new ETag); day 9 does not.
+    items = _items("daily_papers-002.json")
+    only10 = _ids("daily_papers-002.json") - _ids("daily_papers-001.json")
+    bumped = next(it for it in items if it["paper"]["id"] in only10)
+    bumped["paper"]["upvotes"] += 1000
+    feed_server.route(
+        day10, Route(body=json.dumps(items).encode(), content_type="application/json", etag='"b"')
+    )
+    (feed,) = fetch_feeds(engine, settings, now=T1).feeds
+    assert _conditional(feed_server, day9)[1] == {"if-modified-since": modified}
+    assert _conditional(feed_server, day10)[1] == {"if-none-match": '"a"'}
+    assert (feed.status, feed.message, feed.new, feed.updated) == ("ok", None, 0, 1)
+    stored = _entries(engine)
+    e = stored[f"arxiv:{bumped['paper']['id']}"]
+    assert (e.upvotes, e.upvotes_at) == (bumped["paper"]["upvotes"], T1)
+    only9 = _ids("daily_papers-001.json") - _ids("daily_papers-002.json")
+    assert {stored[f"arxiv:{i}"].upvotes_at for i in only9} == {T0}  # the 304 day: kept
+
+    # Nothing changed: both days 304, each to its own validators, and nothing stored.
+    (feed,) = fetch_feeds(engine, settings, now=T2).feeds
+    assert _conditional(feed_server, day9)[2] == {"if-modified-since": modified}
+    assert _conditional(feed_server, day10)[2] == {"if-none-match": '"b"'}
+    assert (feed.status, feed.new, feed.updated, feed.http_status) == ("not-modified", 0, 0, 304)
+    assert _feed(engine, "hf").last_status == "not-modified"
+    conditional = [
+        s
+        for s in feed_server.requests
+        if "if-none-match" in s.headers or "if-modified-since" in s.headers
+    ]
+    assert len(conditional) == 4
+    with session_scope(engine) as s:
+        kept = {d.url: (d.etag, d.last_modified) for d in s.scalars(select(FeedDay))}
+    assert kept == {
+        url + "?date=2026-01-09": (None, modified),
+        url + "?date=2026-01-10": ('"b"', None),
+    }
+
+
+def test_a_failed_day_keeps_the_validators_of_what_is_stored(
+    engine: Engine, feed_server: FeedServer, tmp_path: Path
+) -> None:
+    """A failed read leaves a day's validators as they were: they still describe what is
+    stored, so a 304 to them is right, and a changed page is read in full."""
+    day10 = "/api/daily_papers?date=2026-01-10"
+    page = _page("daily_papers-002.json")
+    url = _serve(
+        feed_server,
+        {"2026-01-10": Route(body=page, content_type="application/json", etag='"a"')},
+    )
+    settings = _settings(tmp_path, [_hf(url, days=0)])
+    fetch_feeds(engine, settings, now=T0)
+    feed_server.route(day10, Route(body=b"[{", content_type="application/json", etag='"b"'))
+    (bad,) = fetch_feeds(engine, settings, now=T1).feeds  # If-None-Match "a": 200, malformed
+    assert bad.status == "error" and bad.message and "malformed JSON" in bad.message
+    feed_server.route(day10, Route(body=page, content_type="application/json", etag='"b"'))
+    (feed,) = fetch_feeds(engine, settings, now=T2).feeds
+    assert _conditional(feed_server, day10) == [
+        {},
+        {"if-none-match": '"a"'},
+        {"if-none-match": '"a"'},
+    ]
+    assert feed.status == "ok" and feed.unchanged == len(_ids("daily_papers-002.json"))
+    (again,) = fetch_feeds(engine, settings, now=T2 + timedelta(hours=1)).feeds
+    assert _conditional(feed_server, day10)[-1] == {"if-none-match": '"b"'}
+    assert again.status == "not-modified"

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import distinct, func, insert, select, update
+from sqlalchemy import delete, distinct, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.config import FeedSettings
 from newsletter.db.core import chunks
 from newsletter.domain import Article, ParsedEntry
-from newsletter.models import Entry, EntrySource, Feed
+from newsletter.models import Entry, EntrySource, Feed, FeedDay
 
 FeedStatus = Literal["ok", "warning", "not-modified", "error", "gone"]
+Validators = tuple[str | None, str | None]  # (ETag, Last-Modified)
 
 # -- feeds ---------------------------------------------------------------------------
 
@@ -104,6 +105,35 @@ def record_fetch(
     session.execute(update(Feed).where(Feed.id == feed_id).values(**values))
 
 
+def day_validators(session: Session, feed_ids: Sequence[int]) -> dict[int, dict[str, Validators]]:
+    """The (ETag, Last-Modified) kept per listing-day URL of each Daily Papers feed."""
+    out: dict[int, dict[str, Validators]] = {}
+    for part in chunks(list(feed_ids)):
+        rows = session.execute(
+            select(FeedDay.feed_id, FeedDay.url, FeedDay.etag, FeedDay.last_modified).where(
+                FeedDay.feed_id.in_(part)
+            )
+        )
+        for fid, url, etag, modified in rows:
+            out.setdefault(fid, {})[url] = (etag, modified)
+    return out
+
+
+def record_day_validators(
+    session: Session, feed_id: int, validators: Mapping[str, Validators], *, now: datetime
+) -> None:
+    """Keep exactly these days' validators for the feed: days no longer read, failed
+    or without any validator are forgotten (so they are read in full next time)."""
+    session.execute(delete(FeedDay).where(FeedDay.feed_id == feed_id))
+    rows = [
+        {"feed_id": feed_id, "url": url, "etag": etag, "last_modified": modified, "updated_at": now}
+        for url, (etag, modified) in validators.items()
+        if etag or modified
+    ]
+    if rows:
+        session.execute(insert(FeedDay), rows)
+
+
 # -- entries -------------------------------------------------------------------------
 
 
@@ -173,7 +203,7 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     Newer text wins when present; tags and extension fields are united; the latest read
     of the upvotes wins (two reads at the same moment: the higher, as the fresher copy);
     the earliest publish time and listing day stay (an undated entry keeps its first
-    fetch time).
+    fetch time; the listing day in ``extra`` too).
     """
     upvotes, upvotes_at = old["upvotes"], old["upvotes_at"]
     if new["upvotes"] is not None:
@@ -182,13 +212,17 @@ def _merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         elif new["upvotes_at"] == upvotes_at:
             upvotes = max(upvotes, new["upvotes"])
     listed = [v for v in (old["listed_at"], new["listed_at"]) if v is not None]
+    extra = {**old["extra"], **new["extra"]}
+    days = [e["hf:listed"] for e in (old["extra"], new["extra"]) if e.get("hf:listed")]
+    if days:  # the first listing day, as listed_at (a 304 for it leaves a later day alone)
+        extra["hf:listed"] = min(days)
     return {
         "title": new["title"] or old["title"],
         "summary": new["summary"] or old["summary"],
         "link": new["link"] or old["link"],
         "authors": new["authors"] or old["authors"],
         "categories": list(dict.fromkeys([*old["categories"], *new["categories"]])),
-        "extra": {**old["extra"], **new["extra"]},
+        "extra": extra,
         "upvotes": upvotes,
         "upvotes_at": upvotes_at,
         "listed_at": min(listed) if listed else None,

@@ -2,8 +2,10 @@
 
 The API answers ``URL?date=YYYY-MM-DD`` with a JSON array of items, each with a ``paper``
 object. Today and the previous ``days`` listing days are read on every fetch so late
-upvotes and missed days are caught. Every paper is keyed ``arxiv:<id>``, the key an
-arXiv or Atom copy of the same paper gets, so the two are one entry. One bad day is an
+upvotes and missed days are caught; each day is its own URL with its own validators
+(ETag, Last-Modified), so a day that has not changed costs a 304 and nothing else.
+Every paper is keyed ``arxiv:<id>``, the key an arXiv or Atom copy of the same paper
+gets, so the two are one entry. One bad day is an
 error for that day, one bad item is skipped; neither stops the other days or items.
 """
 
@@ -36,15 +38,22 @@ MAX_TITLE_CHARS = 1000
 MAX_SUMMARY_CHARS = 20000
 
 
+Validators = tuple[str | None, str | None]  # (ETag, Last-Modified) of one day's URL
+
+
 @dataclass(frozen=True, slots=True)
 class DayFetch:
-    """One listing day: its entries, or the error that lost it."""
+    """One listing day: its entries, or the error that lost it, or a 304 (no change)."""
 
     day: date
     entries: tuple[ParsedEntry, ...] = ()
     skipped: tuple[str, ...] = ()  # why each dropped item was dropped
     error: str | None = None
     http_status: int | None = None
+    url: str = ""  # the day's URL (``URL?date=YYYY-MM-DD``), what its validators belong to
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False  # a 304: the day is as it was when its validators were read
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,17 @@ class DailyPapersFetch:
     @property
     def failed(self) -> tuple[DayFetch, ...]:
         return tuple(d for d in self.days if d.error is not None)
+
+    @property
+    def not_modified(self) -> bool:
+        """Every day asked for answered 304: nothing to store."""
+        return all(d.not_modified for d in self.days)
+
+    @property
+    def validators(self) -> dict[str, Validators]:
+        """Each remote day's validators for the next conditional GET: those of the page
+        stored now, or (a failed day) still those of the page stored before."""
+        return {d.url: (d.etag, d.last_modified) for d in self.days if d.url}
 
     @property
     def warning(self) -> str | None:
@@ -110,32 +130,64 @@ def fetch_daily_papers(
     *,
     days: int,
     now: datetime,
+    validators: Mapping[str, Validators] | None = None,
 ) -> DailyPapersFetch:
     """Read each listing day through the feeds' HTTP layer; a local path is read once.
 
-    Raises :class:`FeedError` only when every day failed.
+    ``validators`` are the ETag and Last-Modified kept per day URL from earlier reads
+    (:attr:`DailyPapersFetch.validators`): a day they match answers 304 and keeps what
+    was stored. Raises :class:`FeedError` only when every day failed.
     """
     today = now.astimezone(UTC).date()
     remote = url.startswith(("http://", "https://"))
     wanted = listing_days(today, days) if remote else (today,)
+    known = validators or {}
     out: list[DayFetch] = []
     last: Download | None = None
     for day in wanted:
+        target = day_url(url, day) if remote else url
+        etag, modified = known.get(target, (None, None)) if remote else (None, None)
+        where = target if remote else ""
+        # A failed day keeps the validators it was sent: they describe what is stored.
+        kept = DayFetch(day, url=where, etag=etag, last_modified=modified)
         try:
-            got = download(day_url(url, day) if remote else url, settings)
+            got = download(target, settings, etag=etag, last_modified=modified)
         except FeedError as e:
-            out.append(DayFetch(day, error=_bare(e, url), http_status=e.status))
+            out.append(dataclasses.replace(kept, error=_bare(e, url), http_status=e.status))
             continue
         last = got
+        code = got.http_status
+        if got.status == "not-modified" and (etag or modified):
+            out.append(
+                DayFetch(
+                    day,
+                    http_status=code,
+                    url=where,
+                    etag=got.etag,
+                    last_modified=got.last_modified,
+                    not_modified=True,
+                )
+            )
+            continue
         if got.status != "ok":  # 410 for a day, or a 304 we did not ask for
-            out.append(DayFetch(day, error=f"HTTP {got.http_status}", http_status=got.http_status))
+            out.append(dataclasses.replace(kept, error=f"HTTP {code}", http_status=code))
             continue
         try:
             entries, skipped = parse_daily_papers(got.body, listed=day, now=now, url=url)
         except FeedError as e:
-            out.append(DayFetch(day, error=_bare(e, url), http_status=got.http_status))
+            out.append(dataclasses.replace(kept, error=_bare(e, url), http_status=code))
             continue
-        out.append(DayFetch(day, entries=entries, skipped=skipped, http_status=got.http_status))
+        out.append(
+            DayFetch(
+                day,
+                entries=entries,
+                skipped=skipped,
+                http_status=code,
+                url=where,
+                etag=got.etag,
+                last_modified=got.last_modified,
+            )
+        )
     result = DailyPapersFetch(days=tuple(out), download=last or Download(status="ok"))
     if len(result.failed) == len(out):
         first = out[0]

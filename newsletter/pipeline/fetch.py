@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -25,6 +25,9 @@ from newsletter.db import session_scope
 from newsletter.db.entries import (
     FeedStatus,
     StoreResult,
+    Validators,
+    day_validators,
+    record_day_validators,
     record_fetch,
     store_entries,
     sync_feeds,
@@ -127,6 +130,7 @@ class _Target:
     last_modified: str | None
     type: FeedType = "feed"
     days: int = 0
+    day_validators: Mapping[str, Validators] = field(default_factory=dict)  # Daily Papers
 
 
 def fetch_feeds(
@@ -153,6 +157,9 @@ def fetch_feeds(
             feeds = sync_feeds(session, settings.feeds)
             chosen = [f for name, f in feeds.items() if (name in names if names else f.enabled)]
             kinds = {c.name: c for c in settings.feeds}
+            known = day_validators(
+                session, [f.id for f in chosen if kinds[f.name].type == "hf-daily-papers"]
+            )
             targets = [
                 _Target(
                     f.id,
@@ -162,6 +169,7 @@ def fetch_feeds(
                     f.last_modified,
                     kinds[f.name].type,
                     kinds[f.name].days,
+                    known.get(f.id, {}),
                 )
                 for f in chosen
             ]
@@ -232,15 +240,17 @@ class _Downloaded:
     fetched: FeedFetch | None = None
     error: str | None = None
     http_status: int | None = None
+    day_validators: Mapping[str, Validators] | None = None  # a Daily Papers feed's, to keep
 
 
 def _download(settings: Settings, target: _Target, clock: Callable[[], datetime]) -> _Downloaded:
     """Fetch and parse one feed in a worker thread; never raises."""
     t0 = time.monotonic()
     now = clock()
+    validators: Mapping[str, Validators] | None = None
     try:
         if target.type == "hf-daily-papers":
-            fetched = _daily_papers(settings, target, now)
+            fetched, validators = _daily_papers(settings, target, now)
         else:
             fetched = fetch_feed(
                 target.url,
@@ -254,26 +264,36 @@ def _download(settings: Settings, target: _Target, clock: Callable[[], datetime]
     except Exception as e:  # a bug or an odd library error must not stop the others
         log.exception("feed %s: unexpected error while fetching", target.name)
         return _Downloaded(target, now, t0, error=f"unexpected error: {e!r}")
-    return _Downloaded(target, now, t0, fetched=fetched)
+    return _Downloaded(target, now, t0, fetched=fetched, day_validators=validators)
 
 
-def _daily_papers(settings: Settings, target: _Target, now: datetime) -> FeedFetch:
-    """The listing days as one feed fetch: lost days and skipped items are its warning.
+def _daily_papers(
+    settings: Settings, target: _Target, now: datetime
+) -> tuple[FeedFetch, Mapping[str, Validators]]:
+    """The listing days as one feed fetch, and each day's validators to keep.
 
-    No validators are sent: each day is its own URL and the feed keeps one ETag, and a
-    day re-read is how its upvotes are refreshed.
+    Lost days and skipped items are its warning. Each day is its own URL, sent the
+    validators its last read gave: an unchanged day answers 304 (its stored upvotes are
+    still the current ones) while the others are read and stored; all of them 304 is
+    the feed's "not-modified".
     """
-    got = fetch_daily_papers(target.url, settings.fetch, days=target.days, now=now)
+    got = fetch_daily_papers(
+        target.url, settings.fetch, days=target.days, now=now, validators=target.day_validators
+    )
     warning = got.warning
     if warning:
         log.warning("feed %s: %s", target.name, warning)
     dl = got.download
-    return FeedFetch(
+    status: Literal["ok", "warning", "not-modified"] = (
+        "warning" if warning else "not-modified" if got.not_modified else "ok"
+    )
+    fetched = FeedFetch(
         download=Download(status="ok", http_status=dl.http_status, final_url=dl.final_url),
         parsed=ParsedFeed(entries=got.entries, version="hf-daily-papers"),
         warning=warning,
-        status="warning" if warning else "ok",
+        status=status,
     )
+    return fetched, got.validators
 
 
 def _store_one(engine: Engine, got: _Downloaded) -> FeedReport:
@@ -282,7 +302,7 @@ def _store_one(engine: Engine, got: _Downloaded) -> FeedReport:
     if fetched is None:
         return _record_error(engine, got, got.error or "unknown error", got.http_status)
     try:
-        stats = _store(engine, target, fetched, got.now)
+        stats = _store(engine, target, fetched, got.now, got.day_validators)
     except Exception as e:
         log.exception("feed %s: could not store its entries", target.name)
         return _record_error(engine, got, f"could not store entries: {e}", None)
@@ -305,8 +325,14 @@ def _store_one(engine: Engine, got: _Downloaded) -> FeedReport:
     )
 
 
-def _store(engine: Engine, target: _Target, fetched: FeedFetch, now: datetime) -> StoreResult:
-    """Store the entries and the feed's new state in one transaction."""
+def _store(
+    engine: Engine,
+    target: _Target,
+    fetched: FeedFetch,
+    now: datetime,
+    validators: Mapping[str, Validators] | None = None,
+) -> StoreResult:
+    """Store the entries, the feed's new state and its days' validators in one transaction."""
     dl = fetched.download
     status: Literal["ok", "warning", "not-modified", "gone"] = fetched.status
     attempt = 1
@@ -325,6 +351,8 @@ def _store(engine: Engine, target: _Target, fetched: FeedFetch, now: datetime) -
                     new_url=dl.permanent_url,
                     message=GONE_MESSAGE if status == "gone" else fetched.warning,
                 )
+                if validators is not None:
+                    record_day_validators(session, target.id, validators, now=now)
             return stats
         except IntegrityError:
             # Another process stored the same paper between our read and our insert;
