@@ -44,6 +44,7 @@ class Article:
     published: datetime
     first_seen: datetime
     upvotes: int | None = None
+    comments: int | None = None  # hf:comments, the paper page's comment count, when known
     author_count: int | None = None  # hf:authors when the feed gives a count, not names
     feed_name: str = ""
     paper_url: str = ""  # hf:paper, the paper's discussion page, when the feed gives it

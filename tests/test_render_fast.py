@@ -75,10 +75,13 @@ def _random_matches(seed: int, n: int) -> list[Match]:
         out.append(Match(a, 1.0, tuple(hits)))
         out.append(match(a, "RLHF", "reward"))
         # Upvotes as a reason: a trending pick (maybe with hits too) and a blended score.
-        # ... with the links a Daily Papers entry carries (some, all, or unsafe ones).
+        # ... with the links a Daily Papers entry carries (some, all, or unsafe ones; the
+        # card's own link one of them or not) and its comment count.
         voted = dataclasses.replace(
             a,
+            link=rng.choice([a.link, "https://huggingface.co/papers/2611.00001"]),
             upvotes=rng.choice([None, 0, 1, 57]),
+            comments=rng.choice([None, 0, 1, 12]),
             paper_url=rng.choice(["", "https://huggingface.co/papers/2611.00001"]),
             abs_url=rng.choice(["", "https://arxiv.org/abs/2611.00001", "javascript:x"]),
             pdf_url=rng.choice(["", "https://arxiv.org/pdf/2611.00001"]),

@@ -1,4 +1,5 @@
-"""A trending pick in the email: its badge, and the paper page / arXiv links on cards."""
+"""A trending pick in the email: its badge, the paper page / arXiv links and the comment
+count on cards."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _hf_article() -> Article:
         authors=["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"],
         upvotes=42,
     )
-    return replace(a, paper_url=PAPER, abs_url=ABS, pdf_url=PDF)
+    return replace(a, paper_url=PAPER, abs_url=ABS, pdf_url=PDF, comments=7)
 
 
 @pytest.mark.parametrize("fast", [True, False])  # the compiled path and the reference
@@ -44,7 +45,9 @@ def test_a_trending_pick_has_a_badge_and_the_paper_and_arxiv_links(fast: bool) -
         assert re.search(rf'<a class="paper-link" href="{re.escape(url)}"[^>]*>{label}</a>', html)
     assert "2. [Trending] Sparse Routing for Mixture-of-Experts" in text
     assert "1. [Trending]" not in text
-    assert f"Paper page: {PAPER}\narXiv: {ABS}\nPDF: {PDF}\n" in text
+    assert f"Paper page: {PAPER}\narXiv abstract: {ABS}\nPDF: {PDF}\n" in text
+    for url in (PAPER, ABS, PDF):  # the card's link is the paper page: once, labelled
+        assert text.count(url) == 1
     assert "Ada Lovelace, Alan Turing, Grace Hopper et al." in text
     assert "Matched: trending, 42 upvotes" in text
     assert "2 new entries matched your keywords or are trending today" in text
@@ -72,3 +75,34 @@ def test_links_are_shown_only_when_known_and_safe(fast: bool) -> None:
     assert "javascript" not in email.html and "javascript" not in email.text
     assert "Paper page:" not in email.text and f"PDF: {PDF}" in email.text
     assert "[Trending]" not in email.text and 'class="badge"' not in email.html
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_comment_count_is_shown_when_known_and_not_zero(fast: bool) -> None:
+    renderer = Renderer(settings(), fast=fast)
+    email = renderer.render(request(profile(keywords=["Sparse"]), [match(_hf_article(), "Sparse")]))
+    assert email is not None
+    assert re.search(r'<span class="comments"[^>]*>7 comments</span>', email.html)
+    assert "Ada Lovelace, Alan Turing, Grace Hopper et al. · " in email.text
+    assert " · ▲ 42 · 7 comments\n" in email.text
+    for count in (None, 0):
+        quiet = replace(_hf_article(), comments=count)
+        got = renderer.render(request(profile(keywords=["Sparse"]), [match(quiet, "Sparse")]))
+        assert got is not None
+        assert "comment" not in got.text and 'class="comments"' not in got.html
+    one = replace(_hf_article(), comments=1, upvotes=None)
+    got = renderer.render(request(profile(keywords=["Sparse"]), [match(one, "Sparse")]))
+    assert got is not None and " · 1 comment\n" in got.text
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_link_of_its_own_stays_in_the_text_part(fast: bool) -> None:
+    """A card whose link is none of the labelled ones keeps it, unlabelled, once."""
+    post = "https://blog.example.org/sparse-routing"
+    a = replace(_hf_article(), link=post)
+    email = Renderer(settings(), fast=fast).render(
+        request(profile(keywords=["Sparse"]), [match(a, "Sparse")])
+    )
+    assert email is not None
+    assert f"\n{post}\nPaper page: {PAPER}\n" in email.text
+    assert [email.text.count(u) for u in (post, PAPER, ABS, PDF)] == [1, 1, 1, 1]

@@ -378,13 +378,6 @@ class EntryColumns(Protocol):
 def to_article(entry: EntryColumns, *, feed_name: str = "") -> Article:
     """A stored entry as the plain value matching and rendering work on."""
     extra = entry.extra or {}
-    count = extra.get("hf:authors")
-    author_count: int | None = None
-    if isinstance(count, str | int):
-        try:
-            author_count = int(count)
-        except ValueError:
-            author_count = None
     return Article(
         id=entry.id,
         title=entry.title,
@@ -395,12 +388,23 @@ def to_article(entry: EntryColumns, *, feed_name: str = "") -> Article:
         published=entry.published_at,
         first_seen=entry.first_seen_at,
         upvotes=entry.upvotes,
-        author_count=author_count,
+        comments=_count(extra.get("hf:comments")),
+        author_count=_count(extra.get("hf:authors")),
         feed_name=feed_name,
         paper_url=_text(extra.get("hf:paper")),
         abs_url=_text(extra.get("arxiv:abs")),
         pdf_url=_text(extra.get("arxiv:pdf")),
     )
+
+
+def _count(value: object) -> int | None:
+    """A stored count extra as a number (None when absent or not one)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
 
 
 def _text(value: object) -> str:

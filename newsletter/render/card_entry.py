@@ -35,12 +35,14 @@ _SHARED = frozenset(
         "byline",
         "date",
         "votes",
+        "comments",
         "more_link",
         "title_text",
         "meta_text",
         "paper_link",
         "abs_link",
         "pdf_link",
+        "text_link",
     }
 )
 _GROUPS = {  # (the title has no highlight, the plain abstract is the entry's): fields
@@ -59,6 +61,7 @@ class Entry:
         "abstract_text",
         "article",
         "byline",
+        "comments",
         "cut",
         "date",
         "link",
@@ -71,6 +74,7 @@ class Entry:
         "statics",
         "suffix",
         "summary_esc",
+        "text_link",
         "title_esc",
         "title_ok",
         "title_runs",
@@ -82,8 +86,8 @@ class Entry:
 
     def __init__(self, a: Article) -> None:
         self.article = a
-        self.link, self.byline, self.date, self.votes, self.meta = article_static(a)
-        self.paper_link, self.abs_link, self.pdf_link = article_links(a)
+        self.link, self.byline, self.date, self.votes, self.comments, self.meta = article_static(a)
+        self.paper_link, self.abs_link, self.pdf_link, self.text_link = article_links(a)
         summary = a.summary
         self.trimmed = len(summary) > ABSTRACT_CHARS + ABSTRACT_SLACK  # as trim_plan decides
         self.cut = abstract_cut(summary, ABSTRACT_CHARS) if self.trimmed else len(summary)
@@ -111,6 +115,8 @@ class Entry:
                 self.paper_link,
                 self.abs_link,
                 self.pdf_link,
+                self.comments,
+                self.text_link,
             )
         )
         # ... and the whole of it for a card with a rank, an abstract and a "why" line
@@ -138,7 +144,7 @@ def card_variant(
 ) -> Variant:
     """``variant_of`` the card's view, from the truth of each of CardView's fields by name
     (the title and title_text are never empty)."""
-    link, by, when, votes, more, paper, abs_link, pdf = entry.variant
+    link, by, when, votes, more, paper, abs_link, pdf, comments, text_link = entry.variant
     truth = {
         "rank": 2 if rank else 1,
         "link": link,
@@ -146,10 +152,12 @@ def card_variant(
         "byline": by,
         "date": when,
         "votes": votes,
+        "comments": comments,
         "badge": 2 if badge else 1,
         "paper_link": paper,
         "abs_link": abs_link,
         "pdf_link": pdf,
+        "text_link": text_link,
         "abstract": 2 if abstract else 1,
         "more_link": more,
         "matched": 2 if matched else 1,

@@ -153,6 +153,14 @@ class CardDraft(LazyItem):
         return self._entry.votes if self._entry else self.view().votes
 
     @property
+    def comments(self) -> str:
+        return self._entry.comments if self._entry else self.view().comments
+
+    @property
+    def text_link(self) -> str:
+        return self._entry.text_link if self._entry else self.view().text_link
+
+    @property
     def paper_link(self) -> str:
         return self._entry.paper_link if self._entry else self.view().paper_link
 

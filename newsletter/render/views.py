@@ -66,10 +66,12 @@ class CardView:
     byline: str  # "A, B, C et al." / "5 authors" / ""
     date: str
     votes: str  # upvotes, "" when the feed has none
+    comments: str  # "7 comments", "" when unknown or none
     badge: str  # "Trending" for a trending pick, else ""
     paper_link: str  # the paper's page (Hugging Face), http(s) or ""
     abs_link: str  # arXiv abstract, http(s) or ""
     pdf_link: str  # arXiv PDF, http(s) or ""
+    text_link: str  # the text part's unlabelled link: "", when it is a labelled one above
     abstract: tuple[Segment, ...]
     more_link: str  # "read more" target when the abstract was trimmed
     matched: str  # "bilevel optimization (title), RLHF (abstract)"
@@ -305,23 +307,30 @@ def _spans(match: Match, field: Field) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=8192)
-def article_static(article: Article) -> tuple[str, str, str, str, str]:
-    """Per-article parts that no subscriber changes: link, byline, date, votes, meta."""
+def article_static(article: Article) -> tuple[str, str, str, str, str, str]:
+    """Per-article parts that no subscriber changes: link, byline, date, votes, comments,
+    meta."""
     link = safe_url(article.link)
     by = byline(article.authors, article.author_count)
     when = date_label(article.published)
     votes = str(article.upvotes) if article.upvotes else ""  # no "▲ 0": unknown or none yet
-    meta = " · ".join(p for p in (by, when, f"▲ {votes}" if votes else "") if p)
-    return link, by, when, votes, meta
+    comments = counted(article.comments, "comment") if article.comments else ""
+    meta = " · ".join(p for p in (by, when, f"▲ {votes}" if votes else "", comments) if p)
+    return link, by, when, votes, comments, meta
 
 
 TRENDING_BADGE = "Trending"
 
 
 @lru_cache(maxsize=8192)
-def article_links(article: Article) -> tuple[str, str, str]:
-    """The paper page, arXiv abstract and PDF links of a card ("" when unknown or unsafe)."""
-    return safe_url(article.paper_url), safe_url(article.abs_url), safe_url(article.pdf_url)
+def article_links(article: Article) -> tuple[str, str, str, str]:
+    """The paper page, arXiv abstract and PDF links of a card ("" when unknown or unsafe),
+    and the text part's unlabelled link: the card's link unless it is one of them."""
+    paper, abs_link, pdf = (
+        safe_url(u) for u in (article.paper_url, article.abs_url, article.pdf_url)
+    )
+    link = safe_url(article.link)
+    return paper, abs_link, pdf, "" if link in (paper, abs_link, pdf) else link
 
 
 def card_view(match: Match, rank: int) -> CardView:
@@ -344,8 +353,8 @@ def _card(
     matched: str,
     badge: str,
 ) -> CardView:
-    link, by, when, votes, meta = article_static(a)
-    paper, abs_link, pdf = article_links(a)
+    link, by, when, votes, comments, meta = article_static(a)
+    paper, abs_link, pdf, text_link = article_links(a)
     title = _clean_segments(segments(a.title, title_spans)) or (Segment("(untitled)"),)
     ranges, trimmed = trim_plan(a.summary, abstract_spans)
     segs: list[Segment] = []
@@ -372,10 +381,12 @@ def _card(
         byline=by,
         date=when,
         votes=votes,
+        comments=comments,
         badge=badge,
         paper_link=paper,
         abs_link=abs_link,
         pdf_link=pdf,
+        text_link=text_link,
         abstract=_clean_segments(segs),
         more_link=link if trimmed else "",
         matched=matched,
