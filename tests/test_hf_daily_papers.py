@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, select
 
 from newsletter.config import ConfigError, Settings, settings_from_mapping
 from newsletter.db import session_scope
+from newsletter.db.candidates import load_candidates
 from newsletter.ingest import parse_daily_papers
 from newsletter.models import Entry, Feed, FeedDay
 from newsletter.pipeline.fetch import fetch_feeds
@@ -111,6 +112,10 @@ def test_listing_days_are_fetched_and_each_paper_stored_once(
     assert e.extra["hf:comments"] == str(_items("daily_papers-000.json")[0]["numComments"])
     assert e.listed_at == datetime(2026, 1, 8, tzinfo=UTC)
     assert (e.upvotes, e.upvotes_at) == (paper["upvotes"], T0)
+    # ... and the stored paper, as the email sees it, carries the comment count.
+    with session_scope(engine) as s:
+        (a,) = [a for a in load_candidates(s, since=T0 - timedelta(1), until=T0) if a.id == e.id]
+    assert a.comments == _items("daily_papers-000.json")[0]["numComments"]
 
 
 def test_a_later_read_replaces_the_upvotes(
