@@ -91,10 +91,19 @@ def test_docker_config_is_a_valid_newsletter_config() -> None:
     settings = settings_from_mapping(data, base_dir=Path("/data"))
     assert settings.newsletter.delivery == "smtp"
     assert settings.smtp.host == "mailpit" and settings.smtp.port == 1025
-    # The feeds it names are the bundled samples the Dockerfile copies in.
-    for feed in settings.feeds:
-        assert feed.url.startswith("/opt/newsletter/examples/feeds/")
-        assert (ROOT / "examples" / "feeds" / Path(feed.url).name).is_file()
+    # The feeds it names are the bundled Daily Papers JSON the Dockerfile copies in, as
+    # in the sample configuration.
+    sample = settings_from_mapping(
+        tomllib.loads((ROOT / "examples" / "newsletter.toml").read_text()),
+        base_dir=ROOT / "examples",
+    )
+    assert settings.feeds and len(settings.feeds) == len(sample.feeds)
+    for feed, same in zip(settings.feeds, sample.feeds, strict=True):
+        assert (feed.name, feed.type, feed.noun) == (same.name, "hf-daily-papers", same.noun)
+        assert feed.url.startswith("/opt/newsletter/examples/hf-api/")
+        assert Path(feed.url).name == Path(same.url).name
+        assert (ROOT / "examples" / "hf-api" / Path(feed.url).name).is_file()
+    assert settings.newsletter.popularity_weight == sample.newsletter.popularity_weight
 
 
 def test_dockerfile_copies_what_the_build_needs() -> None:
