@@ -98,6 +98,10 @@ def _check_trending(picks: list[dict[str, Any]], votes: dict[str, int]) -> None:
     assert all(votes[pid] == n for pid, n in by_link.items())
 
 
+def _ids(*pages: str) -> set[str]:
+    return {it["paper"]["id"] for p in pages for it in json.loads((HF / p).read_bytes())}
+
+
 def _paper(pick: dict[str, Any]) -> str:
     link: str = pick["link"]
     return link.rsplit("/", 1)[1]
@@ -209,6 +213,13 @@ def test_a_listed_paper_stays_a_trending_candidate_until_sent(
     day2 = _match(project, "top@example.org", tomorrow)
     sent = {_paper(p) for p in day1}
     _check_trending(day2, {pid: n for pid, n in votes.items() if pid not in sent})
+    said = invoke(
+        project, "match", "--subscriber", "top@example.org", "--as-of", tomorrow.isoformat()
+    )
+    assert said.exit_code == 0, said.output
+    unsent = len(_ids("daily_papers-001.json", "daily_papers-002.json")) - len(day1)
+    assert "0 new entries" in said.stderr
+    assert f"{unsent} earlier ones listed in the last 3 days (trending candidates)" in said.stderr
     both2 = _match(project, "both@example.org", tomorrow)
     # A paper sent once, as a keyword pick or as trending, is never trending again.
     assert [p["trending"] for p in both2] == [True, True]

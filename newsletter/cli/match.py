@@ -152,7 +152,12 @@ def match_cmd(
     span = f"{window.opens_at:%Y-%m-%d %H:%M} .. {window.end:%Y-%m-%d %H:%M} UTC"
     click.echo(
         f"{profile.email}: {len(window.article_ids)} new entries ({span}), "
-        + (f"{len(window.listed_ids - window.article_ids)} listed lately, " if listed else "")
+        + (
+            f"{len(window.listed_ids - window.article_ids)} earlier ones listed in the last "
+            f"{app.settings.newsletter.trending_days} days (trending candidates), "
+            if listed
+            else ""
+        )
         + f"{matched} matched, "
         + (f"{trending} trending, " if profile.trending else "")
         + f"showing {len(shown)}",
