@@ -155,6 +155,7 @@ def test_a_trending_card_with_authors_badge_and_paper_links(
         paper_url=links["Paper page"],
         abs_url=links["arXiv"],
         pdf_url=links["PDF"],
+        comments=12,
     )
     keyword = match(article(authors=["Ada Lovelace", "Alan Turing"]), "RLHF")
     email = Renderer(settings()).render(
@@ -182,6 +183,9 @@ def test_a_trending_card_with_authors_badge_and_paper_links(
         a.is_displayed() for a in cards[1].find_elements("css selector", "a.paper-link")
     )
     assert "trending, 57 upvotes" in cards[1].find_element("css selector", ".why").text
+    comments = cards[1].find_element("css selector", ".meta .comments")
+    assert comments.is_displayed() and comments.text == "12 comments"
+    assert cards[0].find_elements("css selector", ".comments") == []
     _full_page(driver, screenshot_dir / "digest-trending.png", 1000)
     assert (screenshot_dir / "digest-trending.png").stat().st_size > 10_000
     driver.set_window_size(390, 844)
