@@ -156,7 +156,7 @@ def check_form_key(
     return hmac.compare_digest(form_key(secret, token, action).encode(), value.encode())
 
 
-_FEEDBACK_FORMAT = 1
+_FEEDBACK_FORMAT = 2  # 1: before the subscriber's salt was bound in; refused
 _FEEDBACK_PLAIN = struct.Struct(">QIQB")  # subscriber_id, token_version, entry_id, direction
 _FEEDBACK_BYTES = 1 + _FEEDBACK_PLAIN.size + _TAG_BYTES
 FeedbackDirection = Literal["more", "fewer"]
@@ -173,33 +173,51 @@ class FeedbackData:
     direction: FeedbackDirection
 
 
+def _feedback_tag(secret: bytes, list_id: str, salt: str, plain: bytes) -> bytes:
+    msg = (
+        bytes([_FEEDBACK_FORMAT])
+        + list_id.encode("utf-8")
+        + b"\x00"
+        + salt.encode("utf-8")
+        + b"\x00"
+        + plain
+    )
+    return hmac.digest(_subkey(secret, b"feedback-mac"), msg, "sha256")[:_TAG_BYTES]
+
+
 def make_feedback_token(
     secret: bytes,
     *,
     subscriber_id: int,
     list_id: str,
     version: int,
+    salt: str,
     entry_id: int,
     direction: FeedbackDirection,
 ) -> str:
     """The "More/Fewer like this" link of one card: like :func:`make_token` (same
-    construction, its own keys), bound to one entry and one direction, revoked with
+    construction, its own keys, the subscriber's ``token_salt`` bound in so a rebuilt
+    database does not honour it), bound to one entry and one direction, revoked with
     the subscriber's other links."""
     if not secret:
         raise TokenError("empty secret")
+    if not salt:
+        raise TokenError("empty token salt")
     if not 0 <= subscriber_id < 2**64 or not 0 <= version < 2**32 or not 0 <= entry_id < 2**64:
         raise TokenError("feedback token field out of range")
     plain = _FEEDBACK_PLAIN.pack(subscriber_id, version, entry_id, _DIRECTIONS.index(direction))
-    msg = bytes([_FEEDBACK_FORMAT]) + list_id.encode("utf-8") + b"\x00" + plain
-    tag = hmac.digest(_subkey(secret, b"feedback-mac"), msg, "sha256")[:_TAG_BYTES]
+    tag = _feedback_tag(secret, list_id, salt, plain)
     stream = hmac.digest(_subkey(secret, b"feedback-enc"), tag, "sha256")[: len(plain)]
     raw = bytes([_FEEDBACK_FORMAT]) + _xor(plain, stream) + tag
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def read_feedback_token(secret: bytes, token: str, *, list_id: str) -> FeedbackData:
+def read_feedback_token(
+    secret: bytes, token: str, *, list_id: str, salt_of: Callable[[int], str | None]
+) -> FeedbackData:
     """Check and open a :func:`make_feedback_token`; :class:`TokenError` if not ours.
-    The caller compares ``version`` with the subscriber's ``token_version``."""
+    ``salt_of`` is as for :func:`read_token`. The caller compares ``version`` with the
+    subscriber's ``token_version``."""
     if not secret:
         raise TokenError("empty secret")
     if not token or len(token) > 96 or not token.isascii():
@@ -208,16 +226,19 @@ def read_feedback_token(secret: bytes, token: str, *, list_id: str) -> FeedbackD
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as e:
         raise TokenError("malformed token") from e
-    if len(raw) != _FEEDBACK_BYTES or raw[0] != _FEEDBACK_FORMAT:
+    if len(raw) != _FEEDBACK_BYTES:
+        raise TokenError("malformed token")
+    if raw[0] == 1:
+        raise TokenError("feedback link from before it was bound to the subscriber (format 1)")
+    if raw[0] != _FEEDBACK_FORMAT:
         raise TokenError("malformed token")
     cipher, tag = raw[1 : 1 + _FEEDBACK_PLAIN.size], raw[1 + _FEEDBACK_PLAIN.size :]
     stream = hmac.digest(_subkey(secret, b"feedback-enc"), tag, "sha256")[: len(cipher)]
     plain = _xor(cipher, stream)
-    msg = bytes([_FEEDBACK_FORMAT]) + list_id.encode("utf-8") + b"\x00" + plain
-    expected = hmac.digest(_subkey(secret, b"feedback-mac"), msg, "sha256")[:_TAG_BYTES]
-    if not hmac.compare_digest(expected, tag):
-        raise TokenError("invalid token signature")
     subscriber_id, version, entry_id, direction = _FEEDBACK_PLAIN.unpack(plain)
+    salt = salt_of(subscriber_id)
+    if not salt or not hmac.compare_digest(_feedback_tag(secret, list_id, salt, plain), tag):
+        raise TokenError("invalid token signature")
     if direction >= len(_DIRECTIONS):
         raise TokenError("malformed token")
     return FeedbackData(subscriber_id, version, entry_id, _DIRECTIONS[direction])

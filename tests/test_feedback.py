@@ -40,10 +40,17 @@ def entry(world: World, title: str) -> int:
     return add_entries(world.engine, [Seed(title=title, first_seen=now - timedelta(hours=1))])[0]
 
 
-def link(sid: int, entry_id: int, direction: FeedbackDirection) -> str:
+def salt(world: World, sid: int) -> str:
+    with session_scope(world.engine) as s:
+        value = s.scalar(select(Subscriber.token_salt).where(Subscriber.id == sid))
+    assert value
+    return str(value)
+
+
+def link(world: World, sid: int, entry_id: int, direction: FeedbackDirection) -> str:
     token = make_feedback_token(
-        SECRET, subscriber_id=sid, list_id=LIST_ID, version=1, entry_id=entry_id,
-        direction=direction,
+        SECRET, subscriber_id=sid, list_id=LIST_ID, version=1, salt=salt(world, sid),
+        entry_id=entry_id, direction=direction,
     )  # fmt: skip
     return f"/feedback/{token}"
 
@@ -64,7 +71,7 @@ def shown_diff(page: str) -> list[str]:
 def test_get_asks_and_changes_nothing(world: World) -> None:
     sid, path = grace(world)
     before = path.read_bytes()
-    url = link(sid, entry(world, "A diffusion model for weather"), "more")
+    url = link(world, sid, entry(world, "A diffusion model for weather"), "more")
     for _ in range(3):
         r = world.client.get(url)
         assert r.status_code == 200 and 'id="apply"' in r.text
@@ -75,7 +82,7 @@ def test_get_asks_and_changes_nothing(world: World) -> None:
 def test_more_raises_matched_weight_as_shown_and_undo_restores_bytes(world: World) -> None:
     sid, path = grace(world)
     before = path.read_bytes()
-    r = world.client.post(link(sid, entry(world, "A diffusion model for weather"), "more"))
+    r = world.client.post(link(world, sid, entry(world, "A diffusion model for weather"), "more"))
     assert r.status_code == 200
     assert "&#39;diffusion model&#39; now weighs 2" in r.text
     after = path.read_text(encoding="utf-8")
@@ -111,7 +118,9 @@ def test_more_raises_matched_weight_as_shown_and_undo_restores_bytes(world: Worl
 
 def test_more_without_a_matched_keyword_adds_a_phrase(world: World) -> None:
     sid, path = grace(world)
-    r = world.client.post(link(sid, entry(world, "Sparse attention for long documents"), "more"))
+    r = world.client.post(
+        link(world, sid, entry(world, "Sparse attention for long documents"), "more")
+    )
     assert "added the keyword &#39;Sparse attention&#39;" in r.text
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert data["keywords"][-1] == "Sparse attention"
@@ -120,14 +129,16 @@ def test_more_without_a_matched_keyword_adds_a_phrase(world: World) -> None:
 
 def test_fewer_adds_an_exclude_and_a_history_is_kept(world: World) -> None:
     sid, path = grace(world)
-    first = world.client.post(link(sid, entry(world, "A diffusion model for weather"), "fewer"))
+    first = world.client.post(
+        link(world, sid, entry(world, "A diffusion model for weather"), "fewer")
+    )
     assert first.status_code == 200
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     # "diffusion model" matched at weight 1: the title's longest word not yet in the
     # profile becomes an exclude (the two-word phrase is already a keyword).
     assert data["exclude"] == ["diffusion"]
     assert "no longer sent" in first.text
-    second = world.client.post(link(sid, entry(world, "Retrieval for code search"), "fewer"))
+    second = world.client.post(link(world, sid, entry(world, "Retrieval for code search"), "fewer"))
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     # retrieval weighs 2: fewer lowers it to 1, the plain form again.
     assert "retrieval" in data["keywords"]
@@ -137,10 +148,10 @@ def test_fewer_adds_an_exclude_and_a_history_is_kept(world: World) -> None:
 
 def test_undo_is_refused_when_the_file_changed_since(world: World) -> None:
     sid, path = grace(world)
-    r = world.client.post(link(sid, entry(world, "A diffusion model for weather"), "more"))
+    r = world.client.post(link(world, sid, entry(world, "A diffusion model for weather"), "more"))
     undo = re.search(r'action="(/feedback/undo/[^"]+)"', r.text)
     assert undo
-    world.client.post(link(sid, entry(world, "Dense retrieval at scale"), "more"))
+    world.client.post(link(world, sid, entry(world, "Dense retrieval at scale"), "more"))
     later = path.read_bytes()
     assert world.client.post(undo.group(1)).status_code == 409
     assert path.read_bytes() == later
@@ -149,7 +160,7 @@ def test_undo_is_refused_when_the_file_changed_since(world: World) -> None:
 def test_bad_links_and_operator_files(world: World) -> None:
     sid, _ = grace(world)
     eid = entry(world, "A diffusion model for weather")
-    url = link(sid, eid, "more")
+    url = link(world, sid, eid, "more")
     tampered = url[:-2] + ("AA" if url[-2:] != "AA" else "BB")
     assert world.client.post(tampered).status_code == 400
     with session_scope(world.engine) as s:
@@ -161,7 +172,7 @@ def test_bad_links_and_operator_files(world: World) -> None:
     ops, ops_salt = row
     ops_file = world.subscribers / "ops.yaml"
     before = ops_file.read_bytes()
-    assert world.client.post(link(ops, eid, "more")).status_code == 403
+    assert world.client.post(link(world, ops, eid, "more")).status_code == 403
     assert ops_file.read_bytes() == before
     # Another subscriber's link token cannot undo Grace's change.
     r = world.client.post(url)
@@ -169,6 +180,20 @@ def test_bad_links_and_operator_files(world: World) -> None:
     assert m
     ops_token = make_token(SECRET, subscriber_id=ops, list_id=LIST_ID, version=1, salt=ops_salt)
     assert world.client.post(f"/feedback/undo/{ops_token}/{m.group(1)}").status_code in (400, 403)
+
+
+def test_feedback_link_of_a_rebuilt_database_is_refused(world: World) -> None:
+    """Same secret, same id, but a new row (a new salt): the old card's link is dead."""
+    sid, path = grace(world)
+    url = link(world, sid, entry(world, "A diffusion model for weather"), "more")
+    with session_scope(world.engine) as s:
+        sub = s.get(Subscriber, sid)
+        assert sub is not None
+        sub.token_salt = "0" * 32  # what a rebuilt database gives subscriber `sid`
+    before = path.read_bytes()
+    assert world.client.get(url).status_code == 400
+    assert world.client.post(url).status_code == 400
+    assert path.read_bytes() == before and changes(world) == 0
 
 
 def test_tune_rules() -> None:

@@ -17,8 +17,10 @@ from newsletter.tokens import (
     check_form_key,
     development_secret,
     form_key,
+    make_feedback_token,
     make_token,
     preferences_url,
+    read_feedback_token,
     read_token,
     secret_from_settings,
     unsubscribe_url,
@@ -220,3 +222,28 @@ def test_preview_falls_back_to_development_key(
     assert key == again == development_secret("x.example")
     # Warned once per process, however many stages ask for the key.
     assert caplog.text.count("public development key") == 1
+
+
+def test_feedback_token_is_bound_to_the_salt_of_its_row() -> None:
+    token = make_feedback_token(
+        SECRET, subscriber_id=7, list_id=LIST, version=1, salt=SALT, entry_id=99,
+        direction="fewer",
+    )  # fmt: skip
+    data = read_feedback_token(SECRET, token, list_id=LIST, salt_of=_salts)
+    assert (data.subscriber_id, data.entry_id, data.direction) == (7, 99, "fewer")
+    with pytest.raises(TokenError, match="signature"):
+        read_feedback_token(SECRET, token, list_id=LIST, salt_of=lambda _sid: "0" * 32)
+    with pytest.raises(TokenError, match="signature"):
+        read_feedback_token(SECRET, token, list_id=LIST, salt_of=lambda _sid: None)
+    old = bytearray(_decode(token))
+    old[0] = 1  # a link made before the salt was bound in
+    with pytest.raises(TokenError, match="format 1"):
+        read_feedback_token(
+            SECRET, base64.urlsafe_b64encode(bytes(old)).rstrip(b"=").decode(),
+            list_id=LIST, salt_of=_salts,
+        )  # fmt: skip
+    with pytest.raises(TokenError):
+        make_feedback_token(
+            SECRET, subscriber_id=7, list_id=LIST, version=1, salt="", entry_id=1,
+            direction="more",
+        )  # fmt: skip

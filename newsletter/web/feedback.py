@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from newsletter.db import session_scope
 from newsletter.db.entries import to_article
-from newsletter.db.suppressions import LinkTarget, link_target
+from newsletter.db.suppressions import LinkTarget
 from newsletter.errors import TokenError
 from newsletter.matching import Matcher
 from newsletter.models import Entry, ProfileChange
@@ -32,7 +32,7 @@ from newsletter.profiles.writer import profile_document, profile_text, write_ato
 from newsletter.tokens import FeedbackData, read_feedback_token
 from newsletter.web.context import web_context
 from newsletter.web.preferences import editable_path
-from newsletter.web.routes import invalid_link, resolve_link
+from newsletter.web.routes import invalid_link, resolve_link, row_salts
 from newsletter.web.selfservice import link_token, subscriber_by_email, sync_now
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,15 @@ HISTORY_SHOWN = 10
 
 def _resolve(token: str) -> tuple[LinkTarget | None, FeedbackData | None, str]:
     ctx = web_context()
-    try:
-        data = read_feedback_token(ctx.secret, token, list_id=ctx.settings.newsletter.list_id)
-    except TokenError as e:
-        return None, None, str(e)
     with session_scope(ctx.engine) as session:
-        target = link_target(session, data.subscriber_id)
+        salt_of, seen = row_salts(session)
+        try:
+            data = read_feedback_token(
+                ctx.secret, token, list_id=ctx.settings.newsletter.list_id, salt_of=salt_of
+            )
+        except TokenError as e:
+            return None, None, str(e)
+    target = seen.get(data.subscriber_id)
     if target is None or target.deleted:
         return None, None, "subscriber gone"
     if data.version != target.token_version:

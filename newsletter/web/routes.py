@@ -9,6 +9,7 @@ Links and others) fetch every link in a mail.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
 from flask import Blueprint, Response, render_template, request, url_for
@@ -85,8 +86,10 @@ def _invalid(reason: str, *, plain: bool = False) -> tuple[str | Response, int]:
     return render_template("web/invalid.html"), 400
 
 
-def _resolve(session: Session, token: str) -> tuple[LinkTarget | None, str]:
-    """The subscriber a token names, or None and why not."""
+def row_salts(
+    session: Session,
+) -> tuple[Callable[[int], str | None], dict[int, LinkTarget | None]]:
+    """A ``salt_of`` for the token readers, and the rows it looked up (by id)."""
     seen: dict[int, LinkTarget | None] = {}
 
     def salt_of(subscriber_id: int) -> str | None:
@@ -98,6 +101,12 @@ def _resolve(session: Session, token: str) -> tuple[LinkTarget | None, str]:
         seen[subscriber_id] = target = link_target(session, subscriber_id)
         return target.token_salt if target is not None else None
 
+    return salt_of, seen
+
+
+def _resolve(session: Session, token: str) -> tuple[LinkTarget | None, str]:
+    """The subscriber a token names, or None and why not."""
+    salt_of, seen = row_salts(session)
     try:
         data = read_token(
             web_context().secret,
