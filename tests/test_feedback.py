@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from newsletter.db import session_scope
 from newsletter.models import ProfileChange, Subscriber
+from newsletter.pipeline.preview import run_preview
 from newsletter.profiles import read_profiles
 from newsletter.profiles.tuning import distinctive_phrase, tune
 from newsletter.tokens import FeedbackDirection, make_feedback_token, make_token
@@ -194,6 +195,30 @@ def test_feedback_link_of_a_rebuilt_database_is_refused(world: World) -> None:
     assert world.client.get(url).status_code == 400
     assert world.client.post(url).status_code == 400
     assert path.read_bytes() == before and changes(world) == 0
+
+
+def test_a_cards_links_in_a_previewed_digest_open_and_apply(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The composed email carries the links: text and HTML name the same ones, they open
+    the asking page, and the POST changes the file."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET.decode())  # the app's key
+    sid, path = grace(world)
+    eid = entry(world, "A diffusion model for weather")
+    out = world.root / "pv"
+    run_preview(world.engine, world.settings, now=datetime.now(UTC), out_dir=out)
+    [txt] = out.rglob("grace@example.org.txt")
+    [htm] = out.rglob("grace@example.org.html")
+    text, markup = txt.read_text(encoding="utf-8"), htm.read_text(encoding="utf-8")
+    more = re.findall(r"More like this: http://digest\.test(/feedback/\S+)", text)
+    fewer = re.findall(r"Fewer like this: http://digest\.test(/feedback/\S+)", text)
+    assert len(more) == len(fewer) == 1
+    assert f'href="http://digest.test{more[0]}"' in markup
+    assert f'href="http://digest.test{fewer[0]}"' in markup
+    assert more[0] != fewer[0] and more[0] == link(world, sid, eid, "more")
+    before = path.read_bytes()
+    assert world.client.get(more[0]).status_code == 200 and path.read_bytes() == before
+    assert world.client.post(fewer[0]).status_code == 200 and path.read_bytes() != before
 
 
 def test_tune_rules() -> None:

@@ -75,7 +75,8 @@ def test_greeting_keywords_and_footer(shared: Renderer) -> None:
         assert "Hi Ada Lovelace," in part
         assert "ada@example.org" in part
         assert "is subscribed to Research Digest" in part
-        assert "edit your profile (ada.yaml)" in part
+        assert "ada.yaml" not in part and "edit your profile" not in part  # not the reader's file
+        assert "write to" in part
         assert "digest@example.org" in part
     chips = re.findall(r'<span class="chip"[^>]*>(.*?)</span>', email.html)
     assert chips == ["bilevel optimization", "RLHF", "reward"]

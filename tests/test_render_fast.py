@@ -99,7 +99,8 @@ def _runs_of(view: CardView, field: str) -> list[tuple[bool, str]]:
 def test_card_drafts_hold_the_values_of_card_views(seed: int) -> None:
     matches = _random_matches(seed, 400) + sample_matches(7)
     for rank, m in enumerate(matches):
-        draft, view = card_draft(m, rank % 12), card_view(m, rank % 12)
+        urls = (f"https://x.example/f/m{rank}", f"https://x.example/f/f{rank}") if rank % 2 else ()
+        draft, view = card_draft(m, rank % 12, *urls), card_view(m, rank % 12, *urls)
         for name in CardView.__dataclass_fields__:
             if name in ("title", "abstract"):
                 rows = draft.fill_rows(name)
@@ -160,7 +161,21 @@ def _requests() -> list[tuple[object, list[Match]]]:
 def test_fast_bodies_are_what_the_builder_makes_of_the_documents() -> None:
     r = Renderer(settings(unsubscribe_mailto="unsubscribe@example.org"))
     for p, ms in _requests() * 2:  # the second round finds every shape compiled
-        req = request(p, ms, sent_at=SENT, preferences_url="https://x.example/p/1")  # type: ignore[arg-type]
+        feedback = {
+            m.article.id: (
+                f"https://x.example/f/{m.article.id}/m",
+                f"https://x.example/f/{m.article.id}/f",
+            )
+            for m in ms[1:]
+        }  # type: ignore[attr-defined]
+        req = request(
+            p,
+            ms,
+            sent_at=SENT,
+            preferences_url="https://x.example/p/1",
+            feedback_urls=feedback,
+            browser_url="https://x.example/d/1",
+        )  # type: ignore[arg-type]
         email = r.render(req)
         assert email is not None and r.fast
         headers = Headers(

@@ -65,6 +65,14 @@ def _render(renderer: Renderer, profile: Profile) -> RenderedEmail:
             matches,
             unsubscribe_url="https://news.example.org/unsubscribe/GOLDENTOKEN",
             preferences_url="https://news.example.org/preferences/GOLDENTOKEN",
+            feedback_urls={
+                m.article.id: (
+                    f"https://news.example.org/feedback/MORE{m.article.id}",
+                    f"https://news.example.org/feedback/FEWER{m.article.id}",
+                )
+                for m in matches
+            },
+            browser_url="https://news.example.org/d/GOLDENVIEW",
         )
     )
     assert out is not None
@@ -138,6 +146,11 @@ def test_digest_matches_the_golden_file() -> None:
         "https://arxiv.org/pdf/2611.04242",
     ):
         assert f'href="{url}"' in markup and url in plain
+    # every card can be tuned; the footer links to the preferences, not to a YAML file
+    assert markup.count(">More like this</a>") == markup.count('class="card"') == out.n_cards
+    assert plain.count("Fewer like this: https://news.example.org/feedback/FEWER") == out.n_cards
+    assert "zoe.yaml" not in plain and "zoe.yaml" not in markup
+    assert "View in browser: https://news.example.org/d/GOLDENVIEW" in plain
 
 
 def test_empty_note_matches_the_golden_file() -> None:

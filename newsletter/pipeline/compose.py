@@ -94,6 +94,31 @@ class Composer:
             nl.base_url, token
         )
 
+    def feedback_links(
+        self, subscriber_id: int, version: int, salt: str, matches: Sequence[Match]
+    ) -> dict[int, tuple[str, str]]:
+        """Each card's "More/Fewer like this" URLs, signed for this subscriber row."""
+        nl = self.settings.newsletter
+        out: dict[int, tuple[str, str]] = {}
+        for m in matches:
+            more, fewer = (
+                tokens.feedback_url(
+                    nl.base_url,
+                    tokens.make_feedback_token(
+                        self.secret,
+                        subscriber_id=subscriber_id,
+                        list_id=nl.list_id,
+                        version=version,
+                        salt=salt,
+                        entry_id=m.article.id,
+                        direction=direction,
+                    ),
+                )
+                for direction in ("more", "fewer")
+            )
+            out[m.article.id] = (more, fewer)
+        return out
+
     def _windows(
         self, session: Session, jobs: Sequence[DigestJob], profiles: dict[int, Profile]
     ) -> tuple[dict[int, Article], dict[int, CandidateWindow]]:
@@ -220,6 +245,7 @@ class Composer:
                         period=job.period,
                         unsubscribe_url=unsubscribe,
                         preferences_url=preferences,
+                        feedback_urls=self.feedback_links(job.subscriber_id, *key, matches),
                         sent_at=sent_at,
                     )
                 )

@@ -119,8 +119,10 @@ class Entry:
                 self.text_link,
             )
         )
-        # ... and the whole of it for a card with a rank, an abstract and a "why" line
-        self.usual_variant = card_variant(self, True, True, True, bool(self.abstract_text), False)
+        # ... and the whole of it for a card with a rank, an abstract, a "why" line and links
+        self.usual_variant = card_variant(
+            self, True, True, True, bool(self.abstract_text), False, True, True
+        )
         # fill_static for each (no title highlight, the plain abstract is the entry's)
         self.statics = {key: (self, fields) for key, fields in _GROUPS.items()}
 
@@ -140,7 +142,14 @@ def entry_of(a: Article) -> Entry:
 
 
 def card_variant(
-    entry: Entry, rank: int, abstract: bool, matched: bool, text: bool, badge: bool
+    entry: Entry,
+    rank: int,
+    abstract: bool,
+    matched: bool,
+    text: bool,
+    badge: bool,
+    more_like: bool = False,
+    fewer_like: bool = False,
 ) -> Variant:
     """``variant_of`` the card's view, from the truth of each of CardView's fields by name
     (the title and title_text are never empty)."""
@@ -164,5 +173,7 @@ def card_variant(
         "title_text": 2,
         "meta_text": 2 if entry.meta else 1,
         "abstract_text": 2 if text else 1,
+        "more_like_url": 2 if more_like else 1,
+        "fewer_like_url": 2 if fewer_like else 1,
     }
     return tuple(truth[name] for name in _CARD_FIELDS)

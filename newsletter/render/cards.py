@@ -97,11 +97,13 @@ class CardDraft(LazyItem):
         "_view",
         "abstract_text",
         "badge",
+        "fewer_like_url",
         "fill_static",
         "fill_variant",
         "keywords",
         "match",
         "matched",
+        "more_like_url",
         "rank",
     )
 
@@ -110,6 +112,8 @@ class CardDraft(LazyItem):
     matched: str
     abstract_text: str
     badge: str  # the card's own (a trending pick for this subscriber)
+    more_like_url: str  # the subscriber's own feedback links ("" without)
+    fewer_like_url: str
     keywords: tuple[str, ...]  # the cleaned keywords that hit, for the subject's ranking
     fill_variant: Variant
     fill_static: tuple[Hashable, frozenset[str]] | None
@@ -123,17 +127,21 @@ class CardDraft(LazyItem):
     _view: CardView | None
     _rows: dict[str, tuple[list[str], tuple[Variant, Variant]] | None] | None
 
-    def __init__(self, match: Match, rank: int) -> None:
+    def __init__(
+        self, match: Match, rank: int, more_like_url: str = "", fewer_like_url: str = ""
+    ) -> None:
         # The other fields are set by card_draft, from the entry or from the real view.
         self.match = match
         self.rank = rank
+        self.more_like_url = more_like_url
+        self.fewer_like_url = fewer_like_url
         self._view = None
         self._rows = None
 
     def view(self) -> CardView:
         """The real view (what the reference path, probes and custom uses get)."""
         if self._view is None:
-            self._view = card_view(self.match, self.rank)
+            self._view = card_view(self.match, self.rank, self.more_like_url, self.fewer_like_url)
         return self._view
 
     @property
@@ -207,13 +215,15 @@ class CardDraft(LazyItem):
         return f"CardDraft(rank={self.rank}, entry={self.match.article.id})"
 
 
-def card_draft(match: Match, rank: int) -> CardDraft:
+def card_draft(
+    match: Match, rank: int, more_like_url: str = "", fewer_like_url: str = ""
+) -> CardDraft:
     """The card of ``match`` at ``rank``: the values :func:`card_view` gives, cheaply."""
     a = match.article
     entry = ENTRIES.get(id(a))
     if entry is None or entry.article is not a:
         entry = entry_of(a)
-    d = CardDraft(match, rank)
+    d = CardDraft(match, rank, more_like_url, fewer_like_url)
     d.badge = TRENDING_BADGE if match.trending else ""
     title_spans: list[tuple[int, int]] = []
     abstract_spans: list[tuple[int, int]] = []
@@ -254,11 +264,26 @@ def card_draft(match: Match, rank: int) -> CardDraft:
     d._title_esc = entry.title_esc
     d._entry = entry
     d.fill_static = entry.statics[not title_spans, shared_text]
-    if rank and d._abstract and d.matched and shared_text and not d.badge:
+    if (
+        rank
+        and d._abstract
+        and d.matched
+        and shared_text
+        and not d.badge
+        and more_like_url
+        and fewer_like_url
+    ):
         d.fill_variant = entry.usual_variant
     else:
         d.fill_variant = card_variant(
-            entry, rank, bool(d._abstract), bool(d.matched), bool(d.abstract_text), bool(d.badge)
+            entry,
+            rank,
+            bool(d._abstract),
+            bool(d.matched),
+            bool(d.abstract_text),
+            bool(d.badge),
+            bool(more_like_url),
+            bool(fewer_like_url),
         )
     return d
 

@@ -6,8 +6,8 @@ renderer share these plain types without the rendering machinery.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from newsletter.domain import Match, Profile
@@ -23,6 +23,9 @@ class DigestRequest:
     period: str  # outbox period key: "2026-11-22" or "2026-W47"
     unsubscribe_url: str
     preferences_url: str = ""
+    # entry id -> ("More like this", "Fewer like this") URLs; an entry without: no links
+    feedback_urls: Mapping[int, tuple[str, str]] = field(default_factory=dict)
+    browser_url: str = ""  # "View in browser"; "": no kept copy
     sent_at: datetime | None = None  # Date header; None: the scheduled send time of `day`
     message_id: str = ""  # "" : stable per (list, subscriber, period)
 

@@ -227,6 +227,7 @@ class Renderer:
             "contact": self._contact[0],
             "contact_url": self._contact[1],
             "profile_file": clean(Path(p.source).name) if p.source else "",
+            "browser_url": safe_url(req.browser_url),
         }
         fields = dict(ctx)
         subject = self._subject(ctx, top, n_total)
@@ -245,11 +246,12 @@ class Renderer:
             raise RenderError(f"cannot address {req.profile.email!r}: {e}") from e
         template: TemplateName = "digest" if req.matches else "empty"
         cards: list[Card]
+        links = self._feedback_links(req)
         if reference or not self.fast:
-            cards = [card_view(m, i) for i, m in enumerate(req.matches, start=1)]
+            cards = [card_view(m, i, *links(m)) for i, m in enumerate(req.matches, start=1)]
             top = top_keywords(req.profile, req.matches)
         else:
-            drafts = [card_draft(m, i) for i, m in enumerate(req.matches, start=1)]
+            drafts = [card_draft(m, i, *links(m)) for i, m in enumerate(req.matches, start=1)]
             top = rank_keywords(req.profile, [d.keywords for d in drafts])
             cards = list(drafts)
 
@@ -275,6 +277,18 @@ class Renderer:
                 f"entries ({build(0, 0).size} bytes)"
             )
         return build(0, m)
+
+    @staticmethod
+    def _feedback_links(req: DigestRequest) -> Callable[[Match], tuple[str, str]]:
+        """A card's "More/Fewer like this" URLs: both http(s), or neither."""
+        urls = req.feedback_urls
+
+        def links(m: Match) -> tuple[str, str]:
+            more, fewer = urls.get(m.article.id, ("", ""))
+            more, fewer = safe_url(more), safe_url(fewer)
+            return (more, fewer) if more and fewer else ("", "")
+
+        return links
 
     def _email(
         self,

@@ -78,6 +78,9 @@ class CardView:
     title_text: str
     meta_text: str
     abstract_text: str  # wrapped for the plain-text part
+    # "More/Fewer like this": signed per subscriber and entry (http(s) or "", by the caller)
+    more_like_url: str = ""
+    fewer_like_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,8 @@ class EmailView:
     preferences_url: str
     contact: str
     contact_url: str
-    profile_file: str
+    profile_file: str  # the profile's file name; the bundled footer no longer shows it
+    browser_url: str = ""  # "View in browser": the kept copy, "" when none is kept
 
 
 # -- text helpers ----------------------------------------------------------------------
@@ -333,8 +337,11 @@ def article_links(article: Article) -> tuple[str, str, str, str]:
     return paper, abs_link, pdf, "" if link in (paper, abs_link, pdf) else link
 
 
-def card_view(match: Match, rank: int) -> CardView:
-    """The card of one match; cached, since many subscribers share an article's hits."""
+def card_view(
+    match: Match, rank: int, more_like_url: str = "", fewer_like_url: str = ""
+) -> CardView:
+    """The card of one match; cached, since many subscribers share an article's hits
+    (the feedback links are the subscriber's own, so they are set on the copy)."""
     card = _card(
         match.article,
         tuple(_spans(match, "title")),
@@ -342,6 +349,8 @@ def card_view(match: Match, rank: int) -> CardView:
         matched_line(match),
         TRENDING_BADGE if match.trending else "",
     )
+    if more_like_url or fewer_like_url:
+        return replace(card, rank=rank, more_like_url=more_like_url, fewer_like_url=fewer_like_url)
     return card if card.rank == rank else replace(card, rank=rank)
 
 
