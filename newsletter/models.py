@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -253,6 +254,28 @@ class Digest(Base):
     entries: Mapped[list[DigestEntry]] = relationship(
         back_populates="digest", cascade="all, delete-orphan"
     )
+
+
+class DigestCopy(Base):
+    """A sent digest kept for "View in browser" (``/d/<token>``) until ``expires_at``.
+
+    ``message`` is the sent MIME message, zlib-compressed: the page shows its HTML part.
+    """
+
+    __tablename__ = "digest_copies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), unique=True
+    )
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    period: Mapped[str] = mapped_column(String(10))
+    subject: Mapped[str] = mapped_column(Text)
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class DigestEntry(Base):

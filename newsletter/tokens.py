@@ -173,16 +173,61 @@ class FeedbackData:
     direction: FeedbackDirection
 
 
-def _feedback_tag(secret: bytes, list_id: str, salt: str, plain: bytes) -> bytes:
-    msg = (
-        bytes([_FEEDBACK_FORMAT])
-        + list_id.encode("utf-8")
-        + b"\x00"
-        + salt.encode("utf-8")
-        + b"\x00"
-        + plain
-    )
-    return hmac.digest(_subkey(secret, b"feedback-mac"), msg, "sha256")[:_TAG_BYTES]
+def _sealed_tag(
+    secret: bytes, label: bytes, fmt: int, list_id: str, salt: str, plain: bytes
+) -> bytes:
+    msg = bytes([fmt]) + list_id.encode("utf-8") + b"\x00" + salt.encode("utf-8") + b"\x00" + plain
+    return hmac.digest(_subkey(secret, label + b"-mac"), msg, "sha256")[:_TAG_BYTES]
+
+
+def _seal(secret: bytes, label: bytes, fmt: int, list_id: str, salt: str, plain: bytes) -> str:
+    """:func:`make_token`'s construction for a longer plaintext, under its own keys."""
+    if not secret:
+        raise TokenError("empty secret")
+    if not salt:
+        raise TokenError("empty token salt")
+    tag = _sealed_tag(secret, label, fmt, list_id, salt, plain)
+    stream = hmac.digest(_subkey(secret, label + b"-enc"), tag, "sha256")[: len(plain)]
+    raw = bytes([fmt]) + _xor(plain, stream) + tag
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unseal(
+    secret: bytes,
+    token: str,
+    *,
+    label: bytes,
+    fmt: int,
+    size: int,
+    list_id: str,
+    salt_of: Callable[[int], str | None],
+    refused: Mapping[int, str] | None = None,
+) -> bytes:
+    """The plaintext of a :func:`_seal` token (its first 8 bytes: the subscriber id);
+    ``refused``: what to say of a known older format."""
+    if not secret:
+        raise TokenError("empty secret")
+    if not token or len(token) > 96 or not token.isascii():
+        raise TokenError("malformed token")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise TokenError("malformed token") from e
+    if len(raw) != 1 + size + _TAG_BYTES:
+        raise TokenError("malformed token")
+    if refused and raw[0] in refused:
+        raise TokenError(refused[raw[0]])
+    if raw[0] != fmt:
+        raise TokenError("malformed token")
+    cipher, tag = raw[1 : 1 + size], raw[1 + size :]
+    stream = hmac.digest(_subkey(secret, label + b"-enc"), tag, "sha256")[:size]
+    plain = _xor(cipher, stream)
+    salt = salt_of(int.from_bytes(plain[:8], "big"))
+    if not salt or not hmac.compare_digest(
+        _sealed_tag(secret, label, fmt, list_id, salt, plain), tag
+    ):
+        raise TokenError("invalid token signature")
+    return plain
 
 
 def make_feedback_token(
@@ -199,17 +244,10 @@ def make_feedback_token(
     construction, its own keys, the subscriber's ``token_salt`` bound in so a rebuilt
     database does not honour it), bound to one entry and one direction, revoked with
     the subscriber's other links."""
-    if not secret:
-        raise TokenError("empty secret")
-    if not salt:
-        raise TokenError("empty token salt")
     if not 0 <= subscriber_id < 2**64 or not 0 <= version < 2**32 or not 0 <= entry_id < 2**64:
         raise TokenError("feedback token field out of range")
     plain = _FEEDBACK_PLAIN.pack(subscriber_id, version, entry_id, _DIRECTIONS.index(direction))
-    tag = _feedback_tag(secret, list_id, salt, plain)
-    stream = hmac.digest(_subkey(secret, b"feedback-enc"), tag, "sha256")[: len(plain)]
-    raw = bytes([_FEEDBACK_FORMAT]) + _xor(plain, stream) + tag
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return _seal(secret, b"feedback", _FEEDBACK_FORMAT, list_id, salt, plain)
 
 
 def read_feedback_token(
@@ -218,30 +256,60 @@ def read_feedback_token(
     """Check and open a :func:`make_feedback_token`; :class:`TokenError` if not ours.
     ``salt_of`` is as for :func:`read_token`. The caller compares ``version`` with the
     subscriber's ``token_version``."""
-    if not secret:
-        raise TokenError("empty secret")
-    if not token or len(token) > 96 or not token.isascii():
-        raise TokenError("malformed token")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise TokenError("malformed token") from e
-    if len(raw) != _FEEDBACK_BYTES:
-        raise TokenError("malformed token")
-    if raw[0] == 1:
-        raise TokenError("feedback link from before it was bound to the subscriber (format 1)")
-    if raw[0] != _FEEDBACK_FORMAT:
-        raise TokenError("malformed token")
-    cipher, tag = raw[1 : 1 + _FEEDBACK_PLAIN.size], raw[1 + _FEEDBACK_PLAIN.size :]
-    stream = hmac.digest(_subkey(secret, b"feedback-enc"), tag, "sha256")[: len(cipher)]
-    plain = _xor(cipher, stream)
+    plain = _unseal(
+        secret,
+        token,
+        label=b"feedback",
+        fmt=_FEEDBACK_FORMAT,
+        size=_FEEDBACK_PLAIN.size,
+        list_id=list_id,
+        salt_of=salt_of,
+        refused={1: "feedback link from before it was bound to the subscriber (format 1)"},
+    )
     subscriber_id, version, entry_id, direction = _FEEDBACK_PLAIN.unpack(plain)
-    salt = salt_of(subscriber_id)
-    if not salt or not hmac.compare_digest(_feedback_tag(secret, list_id, salt, plain), tag):
-        raise TokenError("invalid token signature")
     if direction >= len(_DIRECTIONS):
         raise TokenError("malformed token")
     return FeedbackData(subscriber_id, version, entry_id, _DIRECTIONS[direction])
+
+
+_DIGEST_FORMAT = 1
+_DIGEST_PLAIN = struct.Struct(">QIQ")  # subscriber_id, token_version, digest_id
+
+
+@dataclass(frozen=True, slots=True)
+class DigestLinkData:
+    """What a "View in browser" link names: whose digest (outbox row), which generation."""
+
+    subscriber_id: int
+    version: int
+    digest_id: int
+
+
+def make_digest_token(
+    secret: bytes, *, subscriber_id: int, list_id: str, version: int, salt: str, digest_id: int
+) -> str:
+    """The "View in browser" link of one sent digest: the construction of
+    :func:`make_feedback_token`, its own keys, bound to the outbox row."""
+    if not 0 <= subscriber_id < 2**64 or not 0 <= version < 2**32 or not 0 <= digest_id < 2**64:
+        raise TokenError("digest token field out of range")
+    plain = _DIGEST_PLAIN.pack(subscriber_id, version, digest_id)
+    return _seal(secret, b"digest", _DIGEST_FORMAT, list_id, salt, plain)
+
+
+def read_digest_token(
+    secret: bytes, token: str, *, list_id: str, salt_of: Callable[[int], str | None]
+) -> DigestLinkData:
+    """Check and open a :func:`make_digest_token`; :class:`TokenError` if not ours."""
+    plain = _unseal(
+        secret,
+        token,
+        label=b"digest",
+        fmt=_DIGEST_FORMAT,
+        size=_DIGEST_PLAIN.size,
+        list_id=list_id,
+        salt_of=salt_of,
+    )
+    return DigestLinkData(*_DIGEST_PLAIN.unpack(plain))
 
 
 _CONFIRM_FORMAT = 1
@@ -319,6 +387,11 @@ def preferences_url(base_url: str, token: str) -> str:
 def confirm_url(base_url: str, token: str) -> str:
     """The double opt-in link of the confirmation email (GET page, POST confirms)."""
     return _join(base_url, f"subscribe/confirm/{token}")
+
+
+def digest_view_url(base_url: str, token: str) -> str:
+    """A sent digest's "View in browser" link (its kept copy)."""
+    return _join(base_url, f"d/{token}")
 
 
 def feedback_url(base_url: str, token: str) -> str:

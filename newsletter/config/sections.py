@@ -114,6 +114,7 @@ class DkimSettings:
 class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
+    keep_digests_days: int = 30  # sent digests kept for /d/<token> ("View in browser"); 0: off
 
 
 FeedType = Literal["feed", "hf-daily-papers"]

@@ -69,6 +69,13 @@ def _validate(s: Settings, where: str) -> None:
             path=where,
             key="newsletter.trending_days",
         )
+    keep = s.web.keep_digests_days
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 3650:
+        raise ConfigError(
+            f"expected a whole number of days from 0 (keep none) to 3650, got {keep!r}",
+            path=where,
+            key="web.keep_digests_days",
+        )
     if not n.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"expected an http(s):// URL, got {n.base_url!r}", path=where, key="newsletter.base_url"

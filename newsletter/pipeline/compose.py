@@ -94,6 +94,24 @@ class Composer:
             nl.base_url, token
         )
 
+    def browser_link(
+        self, subscriber_id: int, version: int, salt: str, digest_id: int | None
+    ) -> str:
+        """The "View in browser" URL of a digest a send keeps; "" for a preview (no outbox
+        row) or when ``[web] keep_digests_days`` is 0."""
+        if digest_id is None or self.settings.web.keep_digests_days <= 0:
+            return ""
+        nl = self.settings.newsletter
+        token = tokens.make_digest_token(
+            self.secret,
+            subscriber_id=subscriber_id,
+            list_id=nl.list_id,
+            version=version,
+            salt=salt,
+            digest_id=digest_id,
+        )
+        return tokens.digest_view_url(nl.base_url, token)
+
     def feedback_links(
         self, subscriber_id: int, version: int, salt: str, matches: Sequence[Match]
     ) -> dict[int, tuple[str, str]]:
@@ -246,6 +264,7 @@ class Composer:
                         unsubscribe_url=unsubscribe,
                         preferences_url=preferences,
                         feedback_urls=self.feedback_links(job.subscriber_id, *key, matches),
+                        browser_url=self.browser_link(job.subscriber_id, *key, job.digest_id),
                         sent_at=sent_at,
                     )
                 )

@@ -18,10 +18,12 @@ from datetime import timedelta
 from email.utils import parseaddr
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import outbox, session_scope
+from newsletter.db.copies import SentCopy, keep_copies
 from newsletter.db.outbox.bulk import SendingMark, SentMark
 from newsletter.delivery import (
     OutgoingMessage,
@@ -64,6 +66,8 @@ class Delivery:
         self.marks = OutboxMarks(ctx.engine, ctx.worker)
         self.envelope_from = _envelope_from(ctx.settings)
         self._stale: set[int] = set()
+        self._copies: list[SentCopy] = []  # sent since the last keep (View in browser)
+        self._copies_lock = threading.Lock()
 
     def deliver(self, items: Sequence[Item], *, also_held: Sequence[int] = ()) -> None:
         """Send with ``sender.parallelism`` threads; renew the leases while it takes.
@@ -123,12 +127,27 @@ class Delivery:
                     raise exc
         finally:
             self.marks.flush()  # the last "sent" marks, before anything else is decided
+            self._keep_copies()
         leftover = [c.id for c, _, _ in items if c.id not in done_ids]
         if leftover:
             with session_scope(self.ctx.engine) as session:
                 outbox.release_claims(session, self.ctx.worker, leftover)
         if unavailable:
             raise unavailable[0]
+
+    def _keep_copies(self) -> None:
+        """Keep what this batch sent for "View in browser"; a failure here is logged, never
+        the send's (the mail has gone)."""
+        with self._copies_lock:
+            copies, self._copies = self._copies, []
+        days = self.ctx.settings.web.keep_digests_days
+        if not copies or days <= 0:
+            return
+        try:
+            with session_scope(self.ctx.engine) as session:
+                keep_copies(session, copies, now=self.ctx.clock.now(), days=days)
+        except SQLAlchemyError:
+            log.exception("could not keep %d sent digests for View in browser", len(copies))
 
     def _send_one(self, claim: outbox.Claim, req: DigestJob, draft: Draft) -> None:
         msg = OutgoingMessage(
@@ -188,6 +207,10 @@ class Delivery:
             return
         # Written with the next group of marks (see ``group_commit``), not waited for.
         self.marks.sent(SentMark(claim.id, receipt.reply, self.ctx.clock.now()))
+        if self.ctx.settings.web.keep_digests_days > 0:
+            copy = SentCopy(claim.id, claim.subscriber_id, claim.period, draft.subject, draft.data)
+            with self._copies_lock:
+                self._copies.append(copy)
         log.debug(
             "sent digest %d (%s) to %s: %s", claim.id, claim.period, draft.recipient, receipt.reply
         )

@@ -45,6 +45,7 @@ from newsletter.config import Settings
 from newsletter.db import core as db_core
 from newsletter.db import outbox, session_scope
 from newsletter.db.candidates import window_starts
+from newsletter.db.copies import prune_copies
 from newsletter.db.leases import new_worker_id
 from newsletter.db.outbox import admin as outbox_admin
 from newsletter.db.outbox import plan as outbox_plan
@@ -217,6 +218,8 @@ class SendRun:
         with session_scope(self.ctx.engine) as session:
             # Whatever this run still holds goes back at once, not when the lease ends.
             outbox.release_worker(session, self.ctx.worker)
+        with session_scope(self.ctx.engine) as session:
+            prune_copies(session, now=now)  # View in browser: copies past keep_digests_days
         with session_scope(self.ctx.engine) as session:
             self.summary.pending = outbox.pending_count(session, self.scope)
             self.summary.ambiguous = sum(

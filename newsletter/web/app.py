@@ -42,6 +42,7 @@ from newsletter.db import connect, current_revision, head_revision
 from newsletter.errors import DatabaseError
 from newsletter.tokens import secret_from_settings
 from newsletter.web.context import EXTENSION, Limits, WebContext, web_context
+from newsletter.web.digests import digests
 from newsletter.web.feedback import feedback
 from newsletter.web.logsafe import guard
 from newsletter.web.preferences import prefs
@@ -137,6 +138,7 @@ def create_app(
     app.register_blueprint(subscribe)
     app.register_blueprint(prefs)
     app.register_blueprint(feedback)
+    app.register_blueprint(digests)
     app.context_processor(_globals)
     app.after_request(_headers)
     app.register_error_handler(SQLAlchemyError, _db_down)

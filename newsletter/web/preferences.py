@@ -33,6 +33,7 @@ from newsletter.profiles.writer import (
     write_atomic,
 )
 from newsletter.web.context import web_context
+from newsletter.web.digests import recent_digests
 from newsletter.web.routes import invalid_link, keyword_rows, links, mask_email, resolve_link
 from newsletter.web.selfservice import document_from, form_values, sync_now, validate
 
@@ -133,6 +134,7 @@ def edit_page(
             weekdays=WEEKDAYS,
             syntax=KEYWORD_SYNTAX,
             unsubscribe_url=url_for("links.unsubscribe_page", token=token),
+            digests=recent_digests(target),
         ),
         status,
     )
@@ -161,6 +163,7 @@ def preferences(token: str) -> Any:
         timezone=target.timezone or n.timezone,
         unsubscribed=current is not None,
         unsubscribe_url=url_for("links.unsubscribe_page", token=token),
+        digests=recent_digests(target),
     )
 
 
