@@ -221,6 +221,31 @@ def test_a_cards_links_in_a_previewed_digest_open_and_apply(
     assert world.client.post(fewer[0]).status_code == 200 and path.read_bytes() != before
 
 
+def test_a_click_syncs_only_the_file_it_changed(world: World) -> None:
+    """The operator's pending edit of another file is not picked up by a reader's click
+    (a click re-reads one file, not the whole folder); ``subscribers sync`` still does."""
+    sid, _ = grace(world)
+    ops = world.subscribers / "ops.yaml"
+    ops.write_text("email: ops@example.org\nkeywords: [graph neural network, lidar]\n")
+
+    def ops_terms() -> list[str]:
+        with session_scope(world.engine) as s:
+            sub = s.scalar(select(Subscriber).where(Subscriber.email == "ops@example.org"))
+            assert sub is not None
+            return [k["term"] for k in sub.profile["keywords"]]
+
+    r = world.client.post(link(world, sid, entry(world, "A diffusion model for weather"), "more"))
+    assert r.status_code == 200
+    with session_scope(world.engine) as s:
+        grace_sub = s.get(Subscriber, sid)
+        assert grace_sub is not None
+        weights = {k["term"]: k["weight"] for k in grace_sub.profile["keywords"]}
+    assert weights["diffusion model"] == 2  # her file was synced at once
+    assert ops_terms() == ["graph neural network"]  # the other file was not read
+    world.cli("subscribers", "sync")
+    assert ops_terms() == ["graph neural network", "lidar"]
+
+
 def test_tune_rules() -> None:
     profile = {"email": "a@example.org", "keywords": ["graph", {"term": "x ray", "weight": 3}]}
     more, said = tune(profile, direction="more", matched=["graph"], title="Graph nets")

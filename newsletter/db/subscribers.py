@@ -17,7 +17,7 @@ from datetime import datetime, time
 from functools import lru_cache
 from typing import Any, Literal, cast, get_args
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -183,6 +183,7 @@ def sync_subscribers(
     keep_files: Collection[str] = (),
     keep_emails: Collection[str] = (),
     max_deactivate_share: float | None = None,
+    only_files: Collection[str] | None = None,
 ) -> SyncResult:
     """Make ``subscribers`` follow ``profiles`` (all valid profiles of the directory).
 
@@ -196,6 +197,9 @@ def sync_subscribers(
     writing anything, when the sync would deactivate every current subscriber, or more
     than this share of them (and more than one). A database error on one profile is
     kept to that profile (savepoints) and reported in ``failed``.
+
+    ``only_files``: ``profiles`` are every profile of these files only (one file the web
+    just rewrote): subscribers of other files are neither read nor touched.
     """
     rows = [profile_row(p) for p in profiles]
     by_email = {r["email"]: r for r in rows}
@@ -204,15 +208,18 @@ def sync_subscribers(
     keep_emails = set(keep_emails) - set(by_email)
     keep_files = set(keep_files)
 
-    existing = session.execute(
-        select(
-            Subscriber.id,
-            Subscriber.email,
-            Subscriber.source_hash,
-            Subscriber.source_file,
-            Subscriber.deleted_at,
+    query = select(
+        Subscriber.id,
+        Subscriber.email,
+        Subscriber.source_hash,
+        Subscriber.source_file,
+        Subscriber.deleted_at,
+    )
+    if only_files is not None:
+        query = query.where(
+            or_(Subscriber.source_file.in_(list(only_files)), Subscriber.email.in_(list(by_email)))
         )
-    ).all()
+    existing = session.execute(query).all()
     known: dict[str, int] = {}
     to_update: list[dict[str, Any]] = []
     to_deactivate: list[int] = []
@@ -270,6 +277,16 @@ def sync_subscribers(
         moved=tuple(sorted(moved)),
         failed=tuple(sorted(failed)),
     )
+
+
+def live_sources(session: Session, emails: Collection[str]) -> dict[str, str | None]:
+    """The file each live (not deleted) subscriber of ``emails`` was synced from."""
+    rows = session.execute(
+        select(Subscriber.email, Subscriber.source_file).where(
+            Subscriber.email.in_(list(emails)), Subscriber.deleted_at.is_(None)
+        )
+    )
+    return {email: source for email, source in rows}
 
 
 def _refuse_mass_deactivation(count: int, current: int, share: float) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from newsletter.db.subscribers import SyncResult, sync_subscribers
+from newsletter.db.subscribers import SyncResult, live_sources, sync_subscribers
 from newsletter.errors import ProfileError
-from newsletter.profiles import LoadResult, display_path, read_profiles
+from newsletter.profiles import LoadResult, display_path, parse_profiles, read_profiles
 
 
 def sync_directory(
@@ -46,3 +46,27 @@ def sync_directory(
         max_deactivate_share=max_deactivate_share,
     )
     return loaded, synced
+
+
+def sync_file(
+    session: Session, directory: Path, source: str, *, now: datetime
+) -> tuple[list[ProfileError], SyncResult | None]:
+    """Sync the one file ``source`` (relative to ``directory``) that the web just wrote.
+
+    A More/Fewer click or a saved preference changes one file; reading and comparing
+    every profile of the directory for it would cost a full sync per click. Only this
+    file's profiles are applied, and only subscribers of this file are deactivated when
+    gone from it. A file with problems is applied not at all (problems returned, None);
+    when one of its addresses belongs to another file, the whole directory is synced
+    instead, so the duplicate is found as ``subscribers sync`` finds it.
+    """
+    path = directory / source
+    text = path.read_text(encoding="utf-8-sig")
+    profiles, problems, _ = parse_profiles(text, source=source, display=display_path(path))
+    if problems:
+        return list(problems), None
+    owners = live_sources(session, [p.email for p in profiles])
+    if any(owner != source for owner in owners.values()):
+        loaded, synced = sync_directory(session, directory, now=now)
+        return list(loaded.problems), synced
+    return [], sync_subscribers(session, profiles, now=now, only_files={source})

@@ -26,12 +26,13 @@ from newsletter.db.suppressions import LinkTarget
 from newsletter.errors import TokenError
 from newsletter.matching import Matcher
 from newsletter.models import Entry, ProfileChange
-from newsletter.profiles import parse_profiles
+from newsletter.profiles import normalise_email, parse_profiles
+from newsletter.profiles.roundtrip import find_profile, update_profile
 from newsletter.profiles.tuning import tune
 from newsletter.profiles.writer import profile_document, profile_text, write_atomic
 from newsletter.tokens import FeedbackData, read_feedback_token
 from newsletter.web.context import web_context
-from newsletter.web.preferences import editable_path
+from newsletter.web.preferences import editable_path, is_operator_file
 from newsletter.web.routes import invalid_link, resolve_link, row_salts
 from newsletter.web.selfservice import link_token, subscriber_by_email, sync_now
 
@@ -144,11 +145,18 @@ def apply(token: str) -> Any:
     source = path.relative_to(subscribers_dir).as_posix()
     before = path.read_text(encoding="utf-8")
     profiles, _, _ = parse_profiles(before, source=source)
-    matches = Matcher([article]).match(profiles[0]) if profiles else []
+    mine = [p for p in profiles if p.email == normalise_email(target.email)]
+    matches = Matcher([article]).match(mine[0]) if mine else []
     matched = [kw for m in matches for kw, _ in m.matched]
-    document = yaml.safe_load(before) or {}
+    operator = is_operator_file(path)
+    document = (find_profile(before, target.email) if operator else yaml.safe_load(before)) or {}
     tuned, summary = tune(document, direction=data.direction, matched=matched, title=article.title)
-    after = profile_text(profile_document(tuned))
+    if operator:  # in place: the operator's comments and layout stay
+        after = update_profile(
+            before, target.email, tuned, source=source, managed=("keywords", "exclude")
+        )
+    else:
+        after = profile_text(profile_document(tuned))
     change_id: int | None = None
     if after != before:
         write_atomic(path, after)
@@ -165,7 +173,7 @@ def apply(token: str) -> Any:
             session.add(change)
             session.flush()
             change_id = change.id
-        sync_now()
+        sync_now(path)
         log.info("feedback: subscriber %d, %s like entry %d", target.id, data.direction, article.id)
     link = link_token_of(target)
     return render_template(
@@ -214,7 +222,7 @@ def undo(token: str, change_id: int) -> Any:
             state = "changed"
         summary, before, after = change.summary, change.before_text, change.after_text
     if state == "undone":
-        sync_now()
+        sync_now(path)
         log.info("feedback: subscriber %d undid change %d", target.id, change_id)
     return render_template(
         "web/feedback_undone.html",

@@ -1,11 +1,13 @@
 """Editable preferences: the subscriber changes their own YAML file from the web.
 
-Only files under the self-service folder are the web's to edit; an operator-written
-profile stays read-only here (``[subscribe] edit_operator_files`` is reserved and not
-honoured yet). Before saving, the page lists what the edited profile would have sent
-over the last seven days from the stored entries, so a change is judged by its effect.
-Saving rewrites the file atomically and syncs at once; two saves at the same moment
-leave one of them whole, never a mix.
+Only files under the self-service folder are the web's to edit, unless ``[subscribe]
+edit_operator_files`` is on: then an operator-written file is edited in place through
+:mod:`newsletter.profiles.roundtrip`, so its comments and layout stay; off (the
+default), such a profile is read-only here and a POST is refused. Before saving, the
+page lists what the edited profile would have sent over the last seven days from the
+stored entries, so a change is judged by its effect. Saving rewrites the file
+atomically and syncs that file at once; two saves at the same moment leave one of them
+whole, never a mix.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from newsletter.domain import Match
 from newsletter.matching import Matcher
 from newsletter.models import Subscriber
 from newsletter.profiles import WEEKDAYS, parse_profiles
+from newsletter.profiles.roundtrip import find_profile, update_profile
 from newsletter.profiles.writer import (
     KEYWORD_SYNTAX,
+    check_text,
     is_self_service,
     keyword_line,
     write_atomic,
@@ -50,22 +54,43 @@ def source_file(subscriber_id: int) -> str | None:
         return sub.source_file if sub is not None else None
 
 
+# The keys the form edits; an operator file's other keys are never touched.
+FORM_KEYS = ("name", "keywords", "exclude", "max_items", "frequency", "weekday", "send_time",
+             "timezone")  # fmt: skip
+
+
 def editable_path(subscriber_id: int) -> Path | None:
-    """The subscriber's profile file when the web may edit it, else None."""
+    """The subscriber's profile file when the web may edit it, else None: the web's own
+    files, and with ``[subscribe] edit_operator_files`` the operator's too."""
     settings = web_context().settings
     source = source_file(subscriber_id)
-    if not is_self_service(settings.newsletter.subscribers_dir, settings.subscribe.folder, source):
+    if source is None:
         return None
-    assert source is not None
+    if not settings.subscribe.edit_operator_files and not is_self_service(
+        settings.newsletter.subscribers_dir, settings.subscribe.folder, source
+    ):
+        return None
     path = settings.newsletter.subscribers_dir / source
     return path if path.is_file() else None
 
 
-def values_of_file(path: Path) -> dict[str, str]:
-    """The form's values for a profile file (the web's own files hold one profile)."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if isinstance(data, list):
-        data = data[0] if data else {}
+def is_operator_file(path: Path) -> bool:
+    """Whether ``path`` is outside the self-service folder (so edited in place)."""
+    settings = web_context().settings
+    subscribers_dir = settings.newsletter.subscribers_dir
+    source = path.relative_to(subscribers_dir).as_posix()
+    return not is_self_service(subscribers_dir, settings.subscribe.folder, source)
+
+
+def values_of_file(path: Path, email: str) -> dict[str, str]:
+    """The form's values for the subscriber's profile in a file (an operator's file may
+    hold several)."""
+    text = path.read_text(encoding="utf-8")
+    data: Any = find_profile(text, email) if is_operator_file(path) else None
+    if data is None:
+        data = yaml.safe_load(text) or {}
+        if isinstance(data, list):
+            data = data[0] if data else {}
     n = web_context().settings.newsletter
     return {
         "email": str(data.get("email", "")),
@@ -150,7 +175,9 @@ def preferences(token: str) -> Any:
         return invalid_link(why)
     path = editable_path(target.id)
     if path is not None:
-        return edit_page(target, token, values_of_file(path), unsubscribed=current is not None)
+        return edit_page(
+            target, token, values_of_file(path, target.email), unsubscribed=current is not None
+        )
     n = web_context().settings.newsletter
     return render_template(
         "web/preferences.html",
@@ -192,7 +219,19 @@ def save(token: str) -> Any:
     preview = would_have_sent(text, source=source, now=datetime.now(UTC))
     if request.form.get("action") != "save":
         return edit_page(target, token, values, preview=preview)
+    if is_operator_file(path):
+        # The operator's file: only this profile's form keys change, comments stay.
+        text = update_profile(
+            path.read_text(encoding="utf-8"),
+            target.email,
+            document,
+            source=source,
+            managed=FORM_KEYS,
+        )
+        problems = check_text(text, source=source)
+        if not problems.ok:
+            return edit_page(target, token, values, problems=dict(problems.by_field), status=400)
     write_atomic(path, text)
-    sync_now()
+    sync_now(path)
     log.info("preferences: subscriber %d saved their profile", target.id)
-    return edit_page(target, token, values_of_file(path), preview=preview, saved=True)
+    return edit_page(target, token, values_of_file(path, target.email), preview=preview, saved=True)

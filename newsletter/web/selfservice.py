@@ -22,7 +22,7 @@ from sqlalchemy import select
 from newsletter.db import session_scope
 from newsletter.delivery import OutgoingMessage, make_sender
 from newsletter.models import Subscriber
-from newsletter.pipeline.sync import sync_directory
+from newsletter.pipeline.sync import sync_directory, sync_file
 from newsletter.profiles import WEEKDAYS, normalise_email
 from newsletter.profiles.writer import (
     Problems,
@@ -151,14 +151,19 @@ def send_mail(recipient: str, template: str, subject: str, **context: Any) -> No
         sender.close()
 
 
-def sync_now() -> None:
-    """Sync every profile file into the database, as ``subscribers sync`` does."""
+def sync_now(path: Path | None = None) -> None:
+    """Sync the profile file the web just wrote (``path``), or with None every file, as
+    ``subscribers sync`` does: a click re-reads one file, not the whole folder."""
     ctx = web_context()
+    directory = ctx.settings.newsletter.subscribers_dir
     with session_scope(ctx.engine) as session:
-        loaded, _ = sync_directory(
-            session, ctx.settings.newsletter.subscribers_dir, now=datetime.now(UTC)
-        )
-    for problem in loaded.problems:
+        if path is None:
+            loaded, _ = sync_directory(session, directory, now=datetime.now(UTC))
+            problems = list(loaded.problems)
+        else:
+            source = path.relative_to(directory).as_posix()
+            problems, _ = sync_file(session, directory, source, now=datetime.now(UTC))
+    for problem in problems:
         log.warning("profile problem during web sync: %s", problem)
 
 

@@ -179,7 +179,7 @@ def confirm(token: str) -> Any:
             return _bad_link("the pending profile no longer validates")
         if write_atomic(path, text, create_only=True):
             log.info("subscribe: self-service profile written")
-        sync_now()
+        sync_now(path)
     sub = subscriber_by_email(email)
     if sub is None:
         # Written but not synced (held by a duplicate elsewhere): the operator must look.
