@@ -278,6 +278,21 @@ class DigestCopy(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class RateHit(Base):
+    """One counted use of a rate-limited form (``scope``: client | address), so limits
+    hold across web processes and restarts. ``key`` is an HMAC of the address or
+    client, never the value itself; rows older than the window are deleted as hits come.
+    """
+
+    __tablename__ = "rate_hits"
+    __table_args__ = (Index("ix_rate_hits_scope_key_at", "scope", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20))
+    key: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(index=True)
+
+
 class DigestEntry(Base):
     """An entry put in a digest; unique per subscriber, so nobody gets a paper twice."""
 

@@ -13,12 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from newsletter.config import settings_from_mapping
+from newsletter.db import session_scope
 from newsletter.errors import ConfigError
+from newsletter.models import RateHit
 from newsletter.pipeline.preview import run_preview
 from newsletter.tokens import make_confirm_token
+from newsletter.web import create_app
 from tests.support.selfservice import (
     FORM,
     LIST_ID,
@@ -201,6 +204,26 @@ def test_rate_limits_per_address_and_per_client(
         "other@example.org",
         "fourth@example.org",
     }
+
+
+def test_rate_limits_hold_across_processes_and_restarts(
+    tmp_path: Path, db_url: str, engine: Engine
+) -> None:
+    """Counted in the database: a second web process, or the same one restarted, sees the
+    hits of the first; the table holds no address or client in clear."""
+    w = make_world(tmp_path, db_url, engine, "per_address_per_hour = 1\nper_client_per_hour = 3\n")
+    assert w.client.post("/subscribe", data=FORM).status_code == 200
+    assert len(w.mails()) == 1
+    restarted = create_app(w.settings, engine, testing=True, secret=SECRET).test_client()
+    assert restarted.post("/subscribe", data=FORM).status_code == 200  # same page ...
+    assert len(w.mails()) == 1  # ... but no second mail to the address
+    other = create_app(w.settings, engine, testing=True, secret=SECRET).test_client()
+    assert other.post("/subscribe", data={**FORM, "email": "x@example.org"}).status_code == 200
+    assert other.post("/subscribe", data={**FORM, "email": "y@example.org"}).status_code == 429
+    with session_scope(engine) as s:
+        keys = {(scope, key) for scope, key in s.execute(select(RateHit.scope, RateHit.key))}
+    assert {scope for scope, _ in keys} == {"client", "address"}
+    assert not any("example.org" in key or "127.0.0.1" in key for _, key in keys)
 
 
 def test_operator_can_close_or_restrict_subscribing(

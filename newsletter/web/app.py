@@ -124,11 +124,13 @@ def create_app(
     app = Flask(__name__, static_folder=None, template_folder=None)
     app.jinja_loader = _template_loader(settings)
     app.config.update(TESTING=testing, MAX_CONTENT_LENGTH=16 * 1024)
+    engine = engine if engine is not None else connect(settings.database.url)
+    secret = secret if secret is not None else secret_from_settings(settings)
     app.extensions[EXTENSION] = WebContext(
         settings=settings,
-        engine=engine if engine is not None else connect(settings.database.url),
-        secret=secret if secret is not None else secret_from_settings(settings),
-        limits=Limits.from_settings(settings),
+        engine=engine,
+        secret=secret,
+        limits=Limits.from_settings(settings, engine, secret),
     )
     # No "//" -> "/" redirect: werkzeug would build its Location from the client's Host
     # header (an open redirect carrying a token). A doubled slash is a 404 instead.

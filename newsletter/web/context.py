@@ -6,7 +6,7 @@ Built once by :func:`newsletter.web.app.create_app` and kept on the app
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import Engine
@@ -27,9 +27,12 @@ class Limits:
     address: RateLimiter
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, settings: Settings, engine: Engine, secret: bytes) -> Limits:
         s = settings.subscribe
-        return cls(RateLimiter(s.per_client_per_hour), RateLimiter(s.per_address_per_hour))
+        return cls(
+            RateLimiter(engine, "client", s.per_client_per_hour, secret=secret),
+            RateLimiter(engine, "address", s.per_address_per_hour, secret=secret),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,7 @@ class WebContext:
     settings: Settings
     engine: Engine
     secret: bytes
-    limits: Limits = field(default_factory=lambda: Limits(RateLimiter(10), RateLimiter(3)))
+    limits: Limits
 
 
 def web_context() -> WebContext:

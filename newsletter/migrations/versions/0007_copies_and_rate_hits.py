@@ -1,4 +1,4 @@
-"""digest_copies: sent digests kept for "View in browser"
+"""digest_copies: sent digests kept for "View in browser"; rate_hits: form rate limits
 
 Revision ID: 0007
 Revises: 0006
@@ -7,6 +7,9 @@ Create Date: 2026-12-04 19:45:00
 Each sent digest is kept (the MIME message, compressed) for ``[web] keep_digests_days``
 so the email's "View in browser" link (``/d/<token>``) and the preferences page can show
 it; a send prunes the expired ones.
+
+The subscribe form's rate limits are counted in ``rate_hits`` so they hold across web
+processes (gunicorn workers) and restarts.
 """
 
 from __future__ import annotations
@@ -53,8 +56,22 @@ def upgrade() -> None:
         op.f("ix_digest_copies_expires_at"), "digest_copies", ["expires_at"], unique=False
     )
 
+    op.create_table(
+        "rate_hits",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("scope", sa.String(length=20), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_rate_hits")),
+    )
+    op.create_index(op.f("ix_rate_hits_at"), "rate_hits", ["at"], unique=False)
+    op.create_index("ix_rate_hits_scope_key_at", "rate_hits", ["scope", "key", "at"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_rate_hits_scope_key_at", table_name="rate_hits")
+    op.drop_index(op.f("ix_rate_hits_at"), table_name="rate_hits")
+    op.drop_table("rate_hits")
     op.drop_index(op.f("ix_digest_copies_expires_at"), table_name="digest_copies")
     op.drop_index(op.f("ix_digest_copies_subscriber_id"), table_name="digest_copies")
     op.drop_table("digest_copies")
