@@ -47,6 +47,21 @@ LEASE_RENEW_SECONDS = 30
 SEND_EVERY_SECONDS = 60
 
 
+def write_metrics(settings: Settings, engine: Engine) -> None:
+    """The node_exporter textfile, when ``[metrics] textfile`` names one (else nothing)."""
+    path = settings.metrics.textfile
+    if path is None:
+        return
+    from newsletter.pipeline.metrics import QueueDepth, write_textfile
+
+    probe: QueueDepth | None = None
+    if settings.queue.enabled:
+        from newsletter.workers.app import make_app, queue_depth
+
+        probe = lambda: queue_depth(make_app(settings))  # noqa: E731
+    write_textfile(path, engine, queue_depth=probe)
+
+
 class _DropOverlapWarnings(logging.Filter):
     """A send round longer than a minute makes APScheduler warn every minute that the
     next one was skipped — which is the point of ``max_instances=1``, not news."""
@@ -130,6 +145,12 @@ class DigestScheduler:
         """Fetch every feed once; one log line. None when standing by or stopping."""
         if self.stop_event.is_set() or not self.hold_lease():
             return None
+        try:
+            return self._fetch()
+        finally:
+            write_metrics(self.settings, self.engine)
+
+    def _fetch(self) -> FetchReport | None:
         with self._job():
             t0 = time.monotonic()
             try:
@@ -152,9 +173,15 @@ class DigestScheduler:
         """Send what is due; one log line (failures are logged one by one as they happen)."""
         if self.stop_event.is_set() or not self.hold_lease():
             return None
-        if self.settings.queue.enabled:
-            self.enqueue_round()
-            return None
+        try:
+            if self.settings.queue.enabled:
+                self.enqueue_round()
+                return None
+            return self._send()
+        finally:
+            write_metrics(self.settings, self.engine)
+
+    def _send(self) -> SendSummary | None:
         with self._job():
             t0 = time.monotonic()
             try:

@@ -23,6 +23,7 @@ from newsletter.delivery import make_sender
 from newsletter.errors import NewsletterError
 from newsletter.pipeline.parallel import composer_for
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
+from newsletter.scheduler import write_metrics
 
 
 class _Bar(ProgressBar):
@@ -111,6 +112,8 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
     """Deliver the digests that are due now."""
     settings = app.settings
     options = SendOptions(force=force, emails=emails or None, dry_run=dry_run)
+    if not dry_run:  # the textfile of [metrics], however the send ends
+        click.get_current_context().call_on_close(lambda: write_metrics(settings, app.engine))
     if settings.queue.enabled and not dry_run:
         _enqueue(app, options)
         return

@@ -19,6 +19,7 @@ from newsletter.config.sections import (
     DatabaseSettings,
     DkimSettings,
     FeedSettings,
+    MetricsSettings,
     NewsletterSettings,
     Settings,
 )
@@ -268,6 +269,9 @@ def settings_from_mapping(
     dk: DkimSettings = sections["dkim"]
     if dk.key_file is not None:
         sections["dkim"] = dataclasses.replace(dk, key_file=_resolve(base, dk.key_file))
+    mt: MetricsSettings = sections["metrics"]
+    if mt.textfile is not None:
+        sections["metrics"] = dataclasses.replace(mt, textfile=_resolve(base, mt.textfile))
     db: DatabaseSettings = sections["database"]
     sections["database"] = dataclasses.replace(db, url=_resolve_sqlite(db.url, base, where))
     settings = Settings(

@@ -160,6 +160,14 @@ class QueueSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """What an operator scrapes: ``/metrics`` on the web app, and a node_exporter textfile."""
+
+    textfile: Path | None = None  # written by ``run`` and ``send``; None: no file
+    token_env: str = ""  # variable holding a bearer token /metrics requires; "": open
+
+
+@dataclass(frozen=True, slots=True)
 class FeedSettings:
     name: str
     url: str  # http(s) URL, or an absolute local path (relative ones are resolved on load)
@@ -183,6 +191,7 @@ class Settings:
     dkim: DkimSettings = field(default_factory=DkimSettings)
     subscribe: SubscribeSettings = field(default_factory=SubscribeSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     feeds: tuple[FeedSettings, ...] = ()
     config_path: Path | None = None
     base_dir: Path = field(default_factory=Path.cwd)
@@ -203,4 +212,5 @@ _SECTIONS: dict[str, type[Any]] = {
     "dkim": DkimSettings,
     "subscribe": SubscribeSettings,
     "queue": QueueSettings,
+    "metrics": MetricsSettings,
 }

@@ -15,6 +15,7 @@ Routes, all keyed by the opaque token of :mod:`newsletter.tokens`:
 * ``GET/POST /feedback/<token>``, ``POST /feedback/undo/<token>/<id>``: More/Fewer like
   this from a card, and its Undo (:mod:`newsletter.web.feedback`).
 * ``GET /healthz``: the database answers.
+* ``GET /metrics``: Prometheus metrics from the database (:mod:`newsletter.web.metrics`).
 
 A bad, tampered or revoked token, or a subscriber whose profile was deleted, gets a
 friendly 400 and changes nothing. No cookies and no sessions: the token is the
@@ -45,6 +46,7 @@ from newsletter.web.context import EXTENSION, Limits, WebContext, web_context
 from newsletter.web.digests import digests
 from newsletter.web.feedback import feedback
 from newsletter.web.logsafe import guard
+from newsletter.web.metrics import metrics
 from newsletter.web.preferences import prefs
 from newsletter.web.routes import is_one_click, links, request_label, site
 from newsletter.web.subscribe import subscribe
@@ -141,6 +143,7 @@ def create_app(
     app.register_blueprint(prefs)
     app.register_blueprint(feedback)
     app.register_blueprint(digests)
+    app.register_blueprint(metrics)
     app.context_processor(_globals)
     app.after_request(_headers)
     app.register_error_handler(SQLAlchemyError, _db_down)
