@@ -125,12 +125,27 @@ class _Group(click.Group):
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="NEWSLETTER_LOG_FORMAT",
+    show_default=True,
+    help="Log lines for people, or one JSON object per line (run, feed, digest ids).",
+)
 @click.version_option(__version__, prog_name="newsletter")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, debug: bool, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: str | None, debug: bool, quiet: bool, log_format: str
+) -> None:
     """Personalised research digests: feeds in, keyword-matched emails out."""
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        from newsletter.pipeline.logs import configure  # stdlib only
+
+        configure(level, "json")
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not debug:
         # Third-party chatter (premailer's CSS warnings, apscheduler's per-job lines)
         # is noise to an operator.

@@ -95,9 +95,9 @@ def _coerce(value: Any, tp: Any, *, from_env: bool, where: str, key: str) -> Any
 
 
 # NEWSLETTER_* names that are not settings: the config path, the simulated clock
-# (newsletter.clock), test switches; the names that *_env settings point to (secret
-# key, SMTP password) are allowed as well.
-_ENV_NOT_SETTINGS = {f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}NOW"}
+# (newsletter.clock), the log format (``--log-format``), test switches; the names that
+# *_env settings point to (secret key, SMTP password) are allowed as well.
+_ENV_NOT_SETTINGS = {f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}NOW", f"{ENV_PREFIX}LOG_FORMAT"}
 _ENV_FREE_PREFIXES = (f"{ENV_PREFIX}TEST_",)
 
 

@@ -34,6 +34,7 @@ from newsletter.errors import DeliveryError
 from newsletter.pipeline.context import RunContext
 from newsletter.pipeline.group_commit import OutboxMarks
 from newsletter.pipeline.jobs import DigestJob, Draft
+from newsletter.pipeline.logs import bound, log_context
 from newsletter.pipeline.send_report import Outcome
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,8 @@ class Delivery:
                         return
                     claim, req, draft = queue.pop()
                 try:
-                    self._send_one(claim, req, draft)
+                    with log_context(digest_id=claim.id, subscriber_id=claim.subscriber_id):
+                        self._send_one(claim, req, draft)
                 except SmtpUnavailableError as e:
                     unavailable.append(e)  # not this digest's fault: released below
                     halt.set()
@@ -103,7 +105,7 @@ class Delivery:
         renew_every = max(1.0, self.ctx.options.lease.total_seconds() / 3)
         try:
             with ThreadPoolExecutor(n, thread_name_prefix="send") as pool:
-                futures = [pool.submit(worker) for _ in range(n)]
+                futures = [pool.submit(bound(worker)) for _ in range(n)]
                 while True:
                     finished, running = wait(
                         futures, timeout=renew_every, return_when=FIRST_EXCEPTION

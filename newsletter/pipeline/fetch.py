@@ -35,6 +35,7 @@ from newsletter.db.entries import (
 from newsletter.db.runs import finish_run, start_run
 from newsletter.errors import ConfigError, DatabaseError, FeedError
 from newsletter.ingest import Download, FeedFetch, ParsedFeed, fetch_daily_papers, fetch_feed
+from newsletter.pipeline.logs import bound, log_context
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,16 @@ def fetch_feeds(
         thread_name_prefix="fetch",
     )
     try:
-        futures = [pool.submit(_download, settings, t, clock) for t in targets]
+        with log_context(run_id=run_id):
+            futures = [
+                pool.submit(bound(_download, feed=t.name), settings, t, clock) for t in targets
+            ]
         # Stored in config order as downloads complete: the counts, and which feed an
         # entry is credited to, do not depend on which server answered first.
         for fut in futures:
-            report = _store_one(engine, fut.result())
+            got = fut.result()
+            with log_context(run_id=run_id, feed=got.target.name):
+                report = _store_one(engine, got)
             reports[report.name] = report
             if progress:
                 progress.advance(report)

@@ -58,6 +58,7 @@ from newsletter.pipeline.compose import Composer
 from newsletter.pipeline.context import Clock, RunContext
 from newsletter.pipeline.deliver import Delivery, Item
 from newsletter.pipeline.jobs import Composed, ComposeFailed, ComposeFn, DigestJob, Draft
+from newsletter.pipeline.logs import bound, log_context
 from newsletter.pipeline.send_report import (
     Outcome,
     Planned,
@@ -200,7 +201,8 @@ class SendRun:
             self.progress.start(total)
         self.reader = db_core.reader_engine(self.ctx.engine)
         try:
-            self._loop()
+            with log_context(run_id=self.summary.run_id):
+                self._loop()
         except BaseException:
             self.summary.interrupted = True
             try:
@@ -269,14 +271,14 @@ class SendRun:
                         if not self._wait_for_retry(now):
                             return
                         continue
-                    ahead = composing.submit(self._compose_batch, claims)
+                    ahead = composing.submit(bound(self._compose_batch), claims)
                 composed = ahead.result()
                 ahead = None
                 next_ids: list[int] = []
                 if self.reader is not None and not self.ctx.stop.is_set():
                     claims = self._claim(self.ctx.clock.now())
                     if claims:
-                        ahead = composing.submit(self._compose_batch, claims)
+                        ahead = composing.submit(bound(self._compose_batch), claims)
                         next_ids = [c.id for c in claims]
                 try:
                     to_send = self._record(composed)

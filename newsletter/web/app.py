@@ -28,6 +28,7 @@ Routes live in blueprints (:mod:`newsletter.web.routes`). Production:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask, Response, render_template, request
@@ -41,6 +42,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from newsletter.config import Settings, bundled_dir, load_settings
 from newsletter.db import connect, current_revision, head_revision
 from newsletter.errors import DatabaseError
+from newsletter.pipeline.logs import FORMAT_ENV, configure
 from newsletter.tokens import secret_from_settings
 from newsletter.web.context import EXTENSION, Limits, WebContext, web_context
 from newsletter.web.digests import digests
@@ -162,9 +164,7 @@ def create_wsgi_app(config: str | None = None, *, proxies: int = 0) -> Any:
     ``/newsletter`` works.
     """
     # gunicorn leaves the root logger bare: without this the unsubscribe lines are lost.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(logging.INFO, "json" if os.environ.get(FORMAT_ENV) == "json" else "text")
     settings = load_settings(config)
     secret = secret_from_settings(settings, require=True)
     # Workers never migrate: several booting at once would race. The operator upgrades.
