@@ -62,6 +62,25 @@ def write_metrics(settings: Settings, engine: Engine) -> None:
     write_textfile(path, engine, queue_depth=probe)
 
 
+class _InSummary(logging.Filter):
+    """Drops the send pipeline's lines marked ``reported``: their text is the summary's
+    ``error``, which the round's own line carries. One event, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "reported", False)
+
+
+@contextmanager
+def _said_in_summary() -> Iterator[None]:
+    # Rounds never overlap (max_instances=1): nothing else logs there meanwhile.
+    logger, only = logging.getLogger("newsletter.pipeline.send"), _InSummary()
+    logger.addFilter(only)
+    try:
+        yield
+    finally:
+        logger.removeFilter(only)
+
+
 class _DropOverlapWarnings(logging.Filter):
     """A send round longer than a minute makes APScheduler warn every minute that the
     next one was skipped — which is the point of ``max_instances=1``, not news."""
@@ -165,7 +184,7 @@ class DigestScheduler:
                 report.updated,
                 report.failed,
                 time.monotonic() - t0,
-                extra=ROUND_SUMMARY,
+                extra={**ROUND_SUMMARY, "run_id": report.run_id},
             )
             return report
 
@@ -182,7 +201,7 @@ class DigestScheduler:
             write_metrics(self.settings, self.engine)
 
     def _send(self) -> SendSummary | None:
-        with self._job():
+        with self._job(), _said_in_summary():
             t0 = time.monotonic()
             try:
                 with self.sender_factory(self.settings) as sender:
@@ -199,7 +218,9 @@ class DigestScheduler:
             except Exception:
                 log.exception("send round failed")
                 return None
-            level = logging.INFO if summary.ok else logging.WARNING
+            level = (
+                logging.ERROR if summary.error else logging.INFO if summary.ok else logging.WARNING
+            )
             if summary.sent or summary.failed or summary.retried or summary.error:
                 log.log(
                     level,
@@ -210,7 +231,7 @@ class DigestScheduler:
                     summary.retried,
                     f"; {summary.error}" if summary.error else "",
                     time.monotonic() - t0,
-                    extra=ROUND_SUMMARY,
+                    extra={**ROUND_SUMMARY, "run_id": summary.run_id},
                 )
             else:
                 log.debug("send: nothing due")
@@ -249,7 +270,9 @@ class DigestScheduler:
 
     def build(self) -> BlockingScheduler:
         """The APScheduler instance with its three jobs (not started)."""
-        now = clock.now()
+        # APScheduler keeps the real time, whatever NEWSLETTER_NOW says: a simulated
+        # "now" here would be a run time long past, run again at once (a second fetch).
+        now = datetime.now(UTC)
         scheduler = BlockingScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1},

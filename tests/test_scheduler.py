@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
@@ -153,3 +156,49 @@ def test_sigterm_finishes_the_message_in_flight(
     assert {d.status for d in rows} <= {"sent", "pending"}
     with session_scope(engine) as s:
         assert holder_of(s, SCHEDULER_LEASE, now=datetime.now(UTC)) is None
+
+
+def test_the_jobs_run_on_the_real_clock_under_a_simulated_one(
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler keeps real time: built from a simulated ``now`` months back, the fetch
+    job was already overdue and fetched a second time right after start-up's fetch."""
+    monkeypatch.setenv("NEWSLETTER_NOW", "2026-01-09T06:59:50Z")
+    sched = DigestScheduler(sqlite_engine, preview_settings(tmp_path, fetch_every_minutes=15))
+    before = datetime.now(UTC)
+    jobs = {j.id: j for j in sched.build().get_jobs()}
+    assert jobs["fetch"].next_run_time >= before + timedelta(minutes=15)
+    assert before <= jobs["send"].next_run_time <= datetime.now(UTC)
+
+
+def test_an_unreachable_smtp_server_is_one_line_per_round(
+    sqlite_engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = settings_from_mapping(
+        {
+            "newsletter": {"delivery": "smtp", "base_url": "https://news.example.org"},
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": port,
+                "max_attempts": 2,
+                "retry_base_seconds": 0.01,
+                "retry_max_seconds": 0.02,
+            },
+        },
+        base_dir=tmp_path,
+    )
+    add_subscribers(sqlite_engine, ["ada@example.org"])
+    add_entries(sqlite_engine, ["Bilevel optimization"], first_seen=utc(2026, 6, 15, 6, 0))
+    sched = DigestScheduler(
+        sqlite_engine, settings, compose=simple_compose, clock=lambda: utc(2026, 6, 15, 9, 0)
+    )
+    sched.hold_lease()
+    with caplog.at_level(logging.INFO):
+        summary = sched.send_round()
+    assert summary is not None and summary.error
+    gave_up = [r for r in caplog.records if "SMTP server unavailable" in r.getMessage()]
+    assert len(gave_up) == 1, [r.getMessage() for r in gave_up]
+    assert gave_up[0].levelno == logging.ERROR and gave_up[0].name == "newsletter.scheduler"
