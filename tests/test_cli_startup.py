@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -70,3 +71,24 @@ def test_subcommand_help_and_unknown_command() -> None:
     assert sub.exit_code == 0 and "sync" in sub.stdout
     unknown = runner.invoke(cli, ["statsu"])
     assert unknown.exit_code == 2 and "No such command 'statsu'" in unknown.output
+
+
+def test_status_on_sqlite_loads_no_postgresql_dialect(tmp_path: Path) -> None:
+    """SQLAlchemy's PostgreSQL dialect (and asyncpg's module with it) is imported where
+    an insert for it is built, not by every command that touches ``newsletter.db``."""
+    folder = tmp_path / "d"
+    for args in (
+        ["init", str(folder)],
+        ["--config", str(folder / "newsletter.toml"), "db", "upgrade"],
+    ):
+        subprocess.run([sys.executable, "-m", "newsletter", *args], check=True, capture_output=True)
+    code = (
+        "import sys\nfrom newsletter.cli import main\n"
+        "try:\n    main(['status'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if 'dialects.postgresql' in m))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=folder, check=True, capture_output=True, text=True
+    ).stdout
+    assert "Feeds" in out
+    assert out.splitlines()[-1] == "[]", out

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -210,10 +209,16 @@ def ensure_schema(engine: Engine) -> None:
 
 def dialect_insert(session: Session, model: type[Base]) -> Any:
     """An ``INSERT`` that supports ``ON CONFLICT DO NOTHING`` on this session's backend."""
+    # The dialect modules are imported here, on first use: PostgreSQL's pulls in asyncio
+    # and asyncpg's module, which a ``status`` on SQLite has no use for.
     name = session.get_bind().dialect.name
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(model)
     if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(model)
     raise DatabaseError(f"unsupported database backend {name!r}")
 

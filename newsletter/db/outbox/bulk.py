@@ -19,7 +19,6 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from newsletter.db.core import chunks
@@ -69,6 +68,8 @@ def _statements(dialect: str) -> dict[str, Any]:
     once per process and reach the driver through Core's compiled cache.
     """
     d, de = _table(Digest), _table(DigestEntry)
+    from sqlalchemy.dialects import postgresql, sqlite  # on first use, as in ``db.core``
+
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     held = select(d.c.id).where(
         d.c.id.in_(bindparam("ids", expanding=True)),
