@@ -23,7 +23,6 @@ from newsletter.delivery import make_sender
 from newsletter.errors import NewsletterError
 from newsletter.pipeline.parallel import composer_for
 from newsletter.pipeline.send import Outcome, SendOptions, SendSummary, send_due
-from newsletter.scheduler import write_metrics
 
 
 class _Bar(ProgressBar):
@@ -113,7 +112,7 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
     settings = app.settings
     options = SendOptions(force=force, emails=emails or None, dry_run=dry_run)
     if not dry_run:  # the textfile of [metrics], however the send ends
-        click.get_current_context().call_on_close(lambda: write_metrics(settings, app.engine))
+        click.get_current_context().call_on_close(lambda: _write_metrics(app))
     if settings.queue.enabled and not dry_run:
         _enqueue(app, options)
         return
@@ -145,6 +144,14 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
         raise NewsletterError(f"{summary.error}; the digests stay pending for the next run")
     if summary.failed:
         raise click.exceptions.Exit(1)
+
+
+def _write_metrics(app: AppContext) -> None:
+    if app.settings.metrics.textfile is None:
+        return
+    from newsletter.scheduler import write_metrics  # APScheduler only when it is needed
+
+    write_metrics(app.settings, app.engine)
 
 
 def _enqueue(app: AppContext, options: SendOptions) -> None:
