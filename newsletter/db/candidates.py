@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from newsletter.db.core import chunks
 from newsletter.db.entries import EntryColumns, to_article
 from newsletter.db.outbox import plan as outbox_plan
+from newsletter.db.runs import fetch_fence
 from newsletter.domain import Article
 from newsletter.models import DigestEntry, Entry, Feed
 from newsletter.periods import period_length
@@ -151,6 +152,14 @@ def window_start(
     if since is not None:
         start = min(start, since - _TICK)
     return start
+
+
+def window_end(session: Session, *, now: datetime) -> datetime:
+    """Where a window composed at ``now`` may end: ``now``, or just before the start of
+    a fetch still storing entries (:func:`newsletter.db.runs.fetch_fence`), whose
+    entries are stamped before they are committed; the next window takes them."""
+    fence = fetch_fence(session, now=now)
+    return now if fence is None else min(now, fence - _TICK)
 
 
 def window_starts(

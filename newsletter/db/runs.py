@@ -2,6 +2,12 @@
 
 A row left ``running`` is a run that crashed (or is still going: ``host`` and ``pid``
 say which).
+
+A fetch's row is also a fence for composing: entries are stamped ``first_seen_at`` when
+their feed is downloaded, but become visible only when that feed's transaction commits,
+seconds later. A send whose window ended in between would record a window that covers
+entries it never saw. So a window never ends after the start of a fetch still in
+progress (:func:`fetch_fence`); the fetch's row commits before any of its stamps.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -59,3 +65,44 @@ def recent_runs(session: Session, kind: str, *, status: str, limit: int = 10) ->
             .limit(limit)
         )
     )
+
+
+# A fetch row still ``running`` after this long is a crash, not a fetch: every feed has a
+# wall-clock deadline (``[fetch] timeout_seconds``), so a live fetch ends long before.
+FETCH_FENCE_MAX_AGE = timedelta(hours=1)
+
+
+def fetch_fence(session: Session, *, now: datetime) -> datetime | None:
+    """The start of the oldest fetch still storing entries, if one began before ``now``.
+
+    Rows left ``running`` by a process of this host that is gone (``kill -9``) and rows
+    older than :data:`FETCH_FENCE_MAX_AGE` do not count: their uncommitted entries were
+    rolled back, so nothing they stamped can appear later.
+    """
+    rows = session.execute(
+        select(Run.started_at, Run.host, Run.pid).where(
+            Run.kind == "fetch",
+            Run.status == "running",
+            Run.started_at <= now,
+            Run.started_at > now - FETCH_FENCE_MAX_AGE,
+        )
+    ).all()
+    here = socket.gethostname()[:255]
+    live = [
+        started
+        for started, host, pid in rows
+        if not (host == here and pid is not None and not _alive(pid))
+    ]
+    return min(live) if live else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True

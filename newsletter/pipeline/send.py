@@ -44,7 +44,7 @@ from newsletter import clock as wallclock
 from newsletter.config import Settings
 from newsletter.db import core as db_core
 from newsletter.db import outbox, session_scope
-from newsletter.db.candidates import window_starts
+from newsletter.db.candidates import window_end, window_starts
 from newsletter.db.copies import prune_copies
 from newsletter.db.leases import new_worker_id
 from newsletter.db.outbox import admin as outbox_admin
@@ -144,20 +144,22 @@ class SendRun:
         now: datetime,
         who: dict[int, tuple[str, str]],
     ) -> list[DigestJob]:
-        """Each claim's window; ``who``: ``outbox_plan.recipients`` of the claims."""
+        """Each claim's window; ``who``: ``outbox_plan.recipients`` of the claims.
+
+        Windows end at :func:`~newsletter.db.candidates.window_end` (``now``, or just
+        before a fetch still storing began), and never before they start.
+        """
         ids = [c.subscriber_id for c in claims]
         frequency = {sid: freq for sid, (_, freq) in who.items()}
         starts = window_starts(session, ids, end=now, frequency_of=frequency)
-        return [
-            DigestJob(
-                c.subscriber_id,
-                c.period,
-                c.starts_by(starts[c.subscriber_id]),
-                now,
-                digest_id=c.id,
+        end = window_end(session, now=now)
+        jobs = []
+        for c in claims:
+            start = c.starts_by(starts[c.subscriber_id])
+            jobs.append(
+                DigestJob(c.subscriber_id, c.period, start, max(end, start), digest_id=c.id)
             )
-            for c in claims
-        ]
+        return jobs
 
     # -- the run ---------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ class Route:
     last_modified: str | None = None  # answer 304 when If-Modified-Since matches exactly
     truncate_to: int | None = None  # announce the full length, send this many bytes, hang up
     stall: bool = False  # never answer (until the server stops): for timeouts
+    gate: threading.Event | None = None  # answer only once this is set: a slow feed
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class FeedServer:
                 if route.stall:
                     server._release.wait(30)
                     return
+                if route.gate is not None:
+                    route.gate.wait(30)
                 extra = dict(route.headers)
                 if route.etag:
                     extra["ETag"] = route.etag
