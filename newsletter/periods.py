@@ -123,6 +123,16 @@ def period_length(frequency: str) -> timedelta:
     return timedelta(days=7) if frequency == "weekly" else timedelta(days=1)
 
 
+def periods_spanned(frequency: str, start: datetime, end: datetime) -> int:
+    """How many periods a window of new entries covers, at least one, to the nearest.
+
+    A digest's ``max_items`` is per period: the digest that catches up on a failed or
+    superseded one spans two periods and may carry twice as many, so a failure never
+    costs a subscriber the entries that only missed their own digest.
+    """
+    return max(1, int((end - start) / period_length(frequency) + 0.5))
+
+
 def next_send_at(
     s: Schedulable, now: datetime, default_send_time: time, default_tz: str
 ) -> datetime:

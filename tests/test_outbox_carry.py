@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from newsletter.db import outbox, session_scope
@@ -16,10 +17,12 @@ from newsletter.db.outbox import plan as outbox_plan
 from newsletter.delivery.smtp import SmtpSender
 from newsletter.pipeline.send import SendOptions, SendSummary, send_due
 from tests.support.sending import (
+    SECRET,
     ManualClock,
     add_entries,
     add_subscribers,
     digests,
+    sent_entry_ids,
     simple_compose,
     utc,
 )
@@ -159,3 +162,61 @@ def test_send_again_in_a_period_already_sent_goes_out_as_that_digest(
     with session_scope(engine) as s:
         info = outbox_admin.get_digest(s, crashed, now=at)
     assert (info.status, info.n_entries) == ("sent", 2)
+
+
+def test_a_catch_up_digest_is_capped_per_period_so_a_failure_costs_no_entries(
+    engine: Engine, smtp_server: SmtpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real composer, max_items 5: a failed day's five and the next day's five all
+    arrive in the digest that catches up, which spans two periods."""
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    (a,) = add_subscribers(engine, ["a@example.org"], max_items=5)
+    day1 = add_entries(
+        engine, [f"Optimization {i}" for i in range(5)], first_seen=DAY0 - timedelta(hours=2)
+    )
+    smtp_server.add_fault(Fault("DATA", "451 4.3.0 Try again", times=1))
+    clock = ManualClock(DAY0)
+    settings = make_settings(smtp_server, tmp_path, retry_base_seconds=600)
+    with SmtpSender(settings.smtp, clock=lambda: 0.0, sleep=clock.sleep) as sender:
+        first = send_due(
+            engine,
+            settings,
+            sender,
+            options=SendOptions(force=True, wait_for_retries=False),
+            now=clock.now,
+            sleep=clock.sleep,
+        )
+    assert (first.sent, first.retried) == (0, 1)
+    day2 = add_entries(
+        engine, [f"Optimization late {i}" for i in range(5)], first_seen=DAY0 + timedelta(hours=6)
+    )
+    clock = ManualClock(DAY0 + timedelta(days=1))
+    with SmtpSender(settings.smtp, clock=lambda: 0.0, sleep=clock.sleep) as sender:
+        second = send_due(
+            engine,
+            settings,
+            sender,
+            options=SendOptions(force=True),
+            now=clock.now,
+            sleep=clock.sleep,
+        )
+    assert second.sent == 1
+    with session_scope(engine) as s:
+        assert sent_entry_ids(s, [a])[a] == set(day1 + day2)
+    # A regular one-day window keeps the profile's cap.
+    add_entries(
+        engine,
+        [f"Optimization day3 {i}" for i in range(8)],
+        first_seen=DAY0 + timedelta(days=1, hours=6),
+    )
+    clock = ManualClock(DAY0 + timedelta(days=2))
+    with SmtpSender(settings.smtp, clock=lambda: 0.0, sleep=clock.sleep) as sender:
+        send_due(
+            engine,
+            settings,
+            sender,
+            options=SendOptions(force=True),
+            now=clock.now,
+            sleep=clock.sleep,
+        )
+    assert [d.n_entries for d in digests(engine) if d.status == "sent"][-1] == 5

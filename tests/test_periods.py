@@ -14,6 +14,7 @@ from newsletter.periods import (
     period_key,
     period_length,
     period_of,
+    periods_spanned,
 )
 
 SEVEN = time(7, 0)
@@ -145,3 +146,13 @@ def test_next_send_at_daily() -> None:
     s = Schedule(timezone="Asia/Kolkata", send_time=time(8, 15))
     assert next_send_at(s, utc(2026, 6, 15, 0, 0), SEVEN, "UTC") == utc(2026, 6, 15, 2, 45)
     assert next_send_at(s, utc(2026, 6, 15, 2, 45), SEVEN, "UTC") == utc(2026, 6, 16, 2, 45)
+
+
+def test_periods_spanned_rounds_to_whole_periods_and_is_at_least_one() -> None:
+    t = utc(2026, 3, 2, 8)
+    assert periods_spanned("daily", t, t) == 1
+    assert periods_spanned("daily", t, t + timedelta(hours=20)) == 1
+    assert periods_spanned("daily", t, t + timedelta(hours=30)) == 1
+    assert periods_spanned("daily", t, t + timedelta(hours=37)) == 2
+    assert periods_spanned("weekly", t, t + timedelta(days=7, hours=3)) == 1
+    assert periods_spanned("weekly", t, t + timedelta(days=15)) == 2

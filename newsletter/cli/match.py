@@ -21,6 +21,7 @@ from newsletter.db.subscribers import (
 )
 from newsletter.domain import Match
 from newsletter.matching import Matcher, digest_picks, field_text
+from newsletter.periods import periods_spanned
 
 
 def _parse_moment(value: str, option: str) -> datetime:
@@ -128,7 +129,10 @@ def match_cmd(
         )
         status = list_subscribers(session, include_deleted=True, ids=[sid])[0].status
     window = windows[sid]
-    top = (profile.max_items or app.settings.newsletter.max_items) if limit is None else limit
+    cap = profile.max_items or app.settings.newsletter.max_items
+    # max_items is per period: a window catching up on a failed digest spans two.
+    spanned = periods_spanned(profile.frequency, window.start, window.end)
+    top = cap * spanned if limit is None else limit
     # Exactly what the digest would carry: the keyword picks, then the trending picks.
     matcher = Matcher(articles)
     shown = list(

@@ -23,7 +23,14 @@ from newsletter.db.subscribers import link_keys, load_profiles
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
 from newsletter.matching import Matcher, digest_picks
-from newsletter.periods import local_now, period_day, period_of, send_day, send_moment
+from newsletter.periods import (
+    local_now,
+    period_day,
+    period_of,
+    periods_spanned,
+    send_day,
+    send_moment,
+)
 from newsletter.pipeline.jobs import DigestJob, Draft
 from newsletter.render import DigestRequest, RenderedEmail, Renderer
 
@@ -248,7 +255,8 @@ class Composer:
                 matcher,
                 profile,
                 candidates=window.article_ids,
-                limit=profile.max_items or nl.max_items,
+                limit=(profile.max_items or nl.max_items)
+                * periods_spanned(profile.frequency, window.start, window.end),
                 popularity_weight=nl.popularity_weight,
                 trending_candidates=window.trending_ids,
             )
