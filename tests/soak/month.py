@@ -5,9 +5,11 @@ outages), ``fetch`` runs, then a few send rounds spread over the day — ``send`
 ``run --once`` in subprocesses, each at the simulated instant (``NEWSLETTER_NOW``),
 some killed with SIGKILL, some run twice at once, some with the SMTP server
 unreachable, with SMTP faults injected at random (421 on connect, 451 on RCPT and
-after DATA, connections dropped mid-DATA). After each round the operator settles
-ambiguous rows the documented way: the mail server's log (the recording server) says
-whether the message arrived, then ``resend ID --mark-sent`` or ``--send-again``.
+after DATA, connections dropped mid-DATA, slow replies to DATA: a late 451, or a late
+250 for a message already queued, which a kill turns into an ambiguous row). After
+each round the operator settles ambiguous rows the documented way: the mail server's
+log (the recording server) says whether the message arrived, then ``resend ID
+--mark-sent`` or ``--send-again``.
 
 At the end, faults off, everything due is sent, and the received mail is checked
 against the database: no entry reaches a subscriber twice, and every entry that
@@ -122,6 +124,9 @@ class Month:
         self.report = Report(seed=seed, days=days, subscribers=subscribers)
         self.n_subscribers = subscribers
         self.smtp: SmtpTestServer = start_smtp_server()
+        # Slow replies stay under the client's timeout (5 s below): past it, a reply lost
+        # after the final dot is retried like every MTA does (RFC 1047), by design.
+        self.smtp.handler.stall_seconds = 3.0
         self.http = FeedServer().start()
         self.dead_port = _free_port()  # nothing listens there: "SMTP server down"
         self.items: dict[str, list[Item]] = {"file": [], "web": []}
@@ -291,6 +296,8 @@ class Month:
                     ("RCPT", "451 4.7.1 Greylisted, try later"),
                     ("DATA", "451 4.3.0 Queue full"),
                     ("DATA", "drop"),
+                    ("DATA", "stall"),  # no answer for a while, then 451
+                    ("DATA", "accept-slowly"),  # queued, the 250 late: a kill makes it ambiguous
                 ]
             )
             target = None if stage == "EHLO" else frozenset({self.rng.choice(self.emails)})

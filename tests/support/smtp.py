@@ -29,7 +29,8 @@ Stage = Literal["EHLO", "MAIL", "RCPT", "DATA"]
 @dataclass
 class Fault:
     """Misbehave at ``stage``: reply ``reply`` (e.g. "451 4.7.1 Try later"), or "drop", or
-    "stall". Only for ``recipients`` if given; only ``times`` times if given (then the
+    "stall", or (DATA) "accept-slowly": queue the message, answer 250 only after the
+    stall. Only for ``recipients`` if given; only ``times`` times if given (then the
     server behaves again)."""
 
     stage: Stage
@@ -153,9 +154,12 @@ class RecordingHandler:
             for r in rcpts:
                 self.attempts[r] += 1
             self._cond.notify_all()
+        slow = 0.0
         for r in rcpts:
             fault = self._fault("DATA", r)
-            if fault is not None:
+            if fault is not None and fault.reply == "accept-slowly":
+                slow = self.stall_seconds  # queued now, the 250 only after a while
+            elif fault is not None:
                 reply = await self._apply(fault, server)
                 if reply:
                     return reply
@@ -174,6 +178,8 @@ class RecordingHandler:
             )
             n = len(self.messages)
             self._cond.notify_all()
+        if slow:
+            await asyncio.sleep(slow)
         return f"250 2.0.0 Ok: queued as Q{n}"
 
     def wait_for_data(self, count: int, timeout: float = 20.0) -> bool:
