@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from newsletter.cli import cli, load_command, main
-from newsletter.config import load_settings
+from newsletter.config import ConfigError, check_base_url_for_smtp, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_FEEDS = ("daily-papers-2026-01-09", "daily-papers-2025-10-31", "daily-papers-2025-11-28")
@@ -141,6 +141,16 @@ def test_init_writes_a_working_directory(tmp_path: Path) -> None:
     assert fetched.exit_code == 0, fetched.output
     assert "147 new" in fetched.stdout.splitlines()[-1]
     assert (target / "newsletter.db").is_file()
+
+    # The demo sends nothing, so the development base_url is fine; switching to SMTP
+    # alone is refused with the key to fix, as the config's comment says.
+    assert settings.newsletter.delivery == "preview"
+    check_base_url_for_smtp(settings)
+    text = (target / "newsletter.toml").read_text(encoding="utf-8")
+    assert "allow_insecure_base_url = true" in text
+    smtp = load_settings(target / "newsletter.toml", env={"NEWSLETTER_DELIVERY": "smtp"})
+    with pytest.raises(ConfigError, match=r"newsletter\.base_url: SMTP delivery would mail"):
+        check_base_url_for_smtp(smtp)
 
 
 def test_init_refuses_to_overwrite_unless_forced(

@@ -60,7 +60,7 @@ def test_dkim_signed_digest_verifies_after_smtp(
     key, txt = _keys(tmp_path)
     cfg = settings_from_mapping(
         {
-            "newsletter": {"delivery": "smtp"},
+            "newsletter": {"delivery": "smtp", "base_url": "https://digest.example.org"},
             "smtp": smtp_server.smtp_config(),
             "dkim": {"selector": SELECTOR, "domain": DOMAIN, "key_file": "dkim.pem"},
         },

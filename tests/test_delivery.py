@@ -121,6 +121,7 @@ def test_without_8bitmime_the_body_is_reencoded_7bit() -> None:
         server.controller.stop()
 
 
+HTTPS = "https://digest.example.org"
 _CRLF = b"From: d@example.org\r\nSubject: crlf\r\n\r\nline one\r\nline two\r\n"
 _LF = b"From: d@example.org\nSubject: lf\n\nline one\nline two\n"
 _MIXED = b"From: d@example.org\r\nSubject: mixed\n\r\nline one\nline two\r\n\n"
@@ -333,18 +334,48 @@ def test_make_sender_follows_the_delivery_setting(tmp_path: Path) -> None:
     preview = settings_from_mapping({}, base_dir=tmp_path)
     assert isinstance(make_sender(preview), PreviewSender)
     smtp_cfg = settings_from_mapping(
-        {"newsletter": {"delivery": "smtp"}, "smtp": {"connections": 3}}, base_dir=tmp_path
+        {"newsletter": {"delivery": "smtp", "base_url": HTTPS}, "smtp": {"connections": 3}},
+        base_dir=tmp_path,
     )
     sender = make_sender(smtp_cfg)
     assert isinstance(sender, SmtpSender) and sender.parallelism == 3
     with_password = settings_from_mapping(
-        {"newsletter": {"delivery": "smtp"}, "smtp": {"username": "u", "password_env": "PW_X"}},
+        {
+            "newsletter": {"delivery": "smtp", "base_url": HTTPS},
+            "smtp": {"username": "u", "password_env": "PW_X"},
+        },
         base_dir=tmp_path,
     )
     with pytest.raises(ConfigError, match="PW_X"):
         make_sender(with_password, env={})
     authed = make_sender(with_password, env={"PW_X": "secret"})
     assert isinstance(authed, SmtpSender) and authed.password == "secret"
+
+
+@pytest.mark.parametrize(
+    "base_url, reason",
+    [
+        ("http://127.0.0.1:8000", "a loopback address"),
+        ("https://127.3.4.5/digest", "a loopback address"),
+        ("https://[::1]:8443", "a loopback address"),
+        ("https://localhost", "a loopback address"),
+        ("http://digest.example.org", "not HTTPS"),
+    ],
+)
+def test_smtp_refuses_a_base_url_recipients_cannot_use(
+    tmp_path: Path, base_url: str, reason: str
+) -> None:
+    data = {"newsletter": {"delivery": "smtp", "base_url": base_url}}
+    with pytest.raises(ConfigError) as err:
+        make_sender(settings_from_mapping(data, base_dir=tmp_path))
+    assert err.value.exit_code == 2 and err.value.key == "newsletter.base_url"
+    assert f"links to {base_url} ({reason})" in str(err.value)
+    assert "allow_insecure_base_url = true" in str(err.value) and "\n" not in str(err.value)
+    data["newsletter"]["allow_insecure_base_url"] = True  # type: ignore[index]
+    assert isinstance(make_sender(settings_from_mapping(data, base_dir=tmp_path)), SmtpSender)
+    # Preview mode writes files for the operator: any base_url is fine there.
+    preview = {"newsletter": {"base_url": base_url}}
+    assert isinstance(make_sender(settings_from_mapping(preview, base_dir=tmp_path)), PreviewSender)
 
 
 def test_backoff_grows_exponentially_with_bounded_jitter() -> None:

@@ -167,6 +167,42 @@ def test_unreachable_server_is_one_error_line(
     assert {d.status for d in digests(engine)} == {"pending", "skipped"}
 
 
+@pytest.mark.parametrize("command", [("send", "--now"), ("run", "--once")])
+def test_smtp_with_the_init_base_url_is_refused(
+    sample: Path,
+    engine: Engine,
+    tmp_path: Path,
+    smtp_server: SmtpTestServer,
+    command: tuple[str, ...],
+) -> None:
+    """`delivery = "smtp"` with the development base_url stops before any mail (exit 2);
+    the variable NEWSLETTER_ALLOW_INSECURE_BASE_URL (or the TOML key) lets it through."""
+    cfg = tmp_path / "smtp.toml"
+    cfg.write_text(
+        sample.read_text()
+        .replace('"https://digest.example.org"', '"http://127.0.0.1:8000"')
+        .replace('delivery = "preview"', 'delivery = "smtp"')
+        .replace("batch_size = 5", f'batch_size = 5\n[smtp]\nhost = "127.0.0.1"\n'
+                 f"port = {smtp_server.port}\n")
+    )  # fmt: skip
+    refused = invoke(cfg, *command)
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {cfg}: newsletter.base_url: SMTP delivery would mail links to "
+        "http://127.0.0.1:8000 (a loopback address): set base_url to the public https:// "
+        "address of `newsletter serve`, or allow_insecure_base_url = true in [newsletter] "
+        "to send anyway"
+    ]
+    assert smtp_server.messages == [] and digests(engine) == []
+    allowed = CliRunner().invoke(
+        cli,
+        ["--config", str(cfg), "send", "--now"],
+        env={"NEWSLETTER_SECRET_KEY": SECRET, "NEWSLETTER_ALLOW_INSECURE_BASE_URL": "1"},
+    )
+    assert allowed.exit_code == 0, allowed.output
+    assert len(smtp_server.messages) == 2
+
+
 def test_unknown_subscriber(sample: Path) -> None:
     result = invoke(sample, "send", "--subscriber", "who@example.org")
     assert result.exit_code == 1

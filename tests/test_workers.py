@@ -87,7 +87,11 @@ def test_a_task_delivered_twice_does_nothing_the_second_time(
         settings = settings_from_mapping(
             {
                 "database": {"url": pg_url},
-                "newsletter": {"delivery": "smtp", "from": "Digest <d@example.org>"},
+                "newsletter": {
+                    "delivery": "smtp",
+                    "from": "Digest <d@example.org>",
+                    "base_url": "https://digest.example.org",
+                },
                 "smtp": smtp_server.smtp_config(),
                 "queue": {"broker_url": "redis://127.0.0.1:6379/15"},
             },
@@ -251,6 +255,7 @@ def test_status_shows_who_holds_which_digests_and_the_failed_tasks(
         cfg = tmp_path / "newsletter.toml"
         cfg.write_text(
             f'[database]\nurl = "{pg_url}"\n[newsletter]\ndelivery = "smtp"\n'
+            'base_url = "https://digest.example.org"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {closed}\nmax_attempts = 1\n'
             '[queue]\nbroker_url = "redis://127.0.0.1:6379/15"\n'
         )

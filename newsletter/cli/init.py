@@ -48,6 +48,8 @@ outbox_dir = "outbox"                # where preview mode writes the emails
 from = "Research Digest <digest@example.org>"
 base_url = "http://127.0.0.1:8000"   # public URL of `newsletter serve` (unsubscribe links)
 delivery = "preview"                 # "preview" writes emails to the outbox, "smtp" sends
+# "smtp" needs base_url to be the public https:// address: a loopback or plain-http one is
+# refused unless allow_insecure_base_url = true (e.g. a local mail catcher).
 timezone = "UTC"                     # default for subscribers without one
 send_time = "07:00"
 

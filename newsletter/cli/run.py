@@ -6,6 +6,7 @@ import click
 
 from newsletter.cli.context import AppContext, pass_app, plural, reported_elsewhere
 from newsletter.cli.send import graceful_stop, print_summary
+from newsletter.config import check_base_url_for_smtp
 from newsletter.errors import NewsletterError
 from newsletter.pipeline.parallel import composer_for
 from newsletter.scheduler import DigestScheduler
@@ -16,6 +17,7 @@ from newsletter.scheduler import DigestScheduler
 @pass_app
 def run_command(app: AppContext, once: bool) -> None:
     """Fetch and send on schedule until stopped (SIGTERM/SIGINT stop cleanly)."""
+    check_base_url_for_smtp(app.settings)  # at start, not as a failed round an hour later
     with composer_for(app.settings) as compose:
         scheduler = DigestScheduler(app.engine, app.settings, compose=compose)
         if not once:

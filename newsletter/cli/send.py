@@ -17,6 +17,7 @@ from newsletter import clock
 from newsletter.cli.context import AppContext, only_subscribers, pass_app, reported_elsewhere
 from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import when
+from newsletter.config import check_base_url_for_smtp
 from newsletter.db import session_scope
 from newsletter.db.outbox import admin as outbox_admin
 from newsletter.delivery import make_sender
@@ -111,7 +112,9 @@ def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force:
     """Deliver the digests that are due now."""
     settings = app.settings
     options = SendOptions(force=force, emails=emails or None, dry_run=dry_run)
-    if not dry_run:  # the textfile of [metrics], however the send ends
+    if not dry_run:
+        check_base_url_for_smtp(settings)  # queued batches would fail in the workers
+        # the textfile of [metrics], however the send ends
         click.get_current_context().call_on_close(lambda: _write_metrics(app))
     if settings.queue.enabled and not dry_run:
         _enqueue(app, options)

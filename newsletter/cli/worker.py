@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from newsletter.cli.context import AppContext, pass_app
+from newsletter.config import check_base_url_for_smtp
 
 
 @click.command("worker")
@@ -27,6 +28,8 @@ def worker_command(
     another worker once its lease ends, and nothing is sent twice.
     """
     from newsletter.workers.app import make_app  # celery loads only for this command
+
+    check_base_url_for_smtp(app.settings)
 
     _ = app.engine  # migrate the schema once, here, rather than in every child
     celery = make_app(app.settings)

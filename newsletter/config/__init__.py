@@ -30,6 +30,7 @@ from newsletter.config.sections import (
     WebSettings,
     bundled_dir,
 )
+from newsletter.config.validate import check_base_url_for_smtp
 from newsletter.errors import ConfigError  # raised by the loaders; importable from here too
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "SubscribeSettings",
     "WebSettings",
     "bundled_dir",
+    "check_base_url_for_smtp",
     "load_settings",
     "settings_from_mapping",
 ]

@@ -42,6 +42,9 @@ class NewsletterSettings:
     from_addr: str = field(default="Research Digest <digest@localhost>", metadata=_alias("from"))
     reply_to: str = ""
     base_url: str = "http://127.0.0.1:8000"
+    # SMTP delivery refuses a loopback or plain-http base_url (recipients could not open
+    # its links) unless this says the operator means it (a test relay, an intranet).
+    allow_insecure_base_url: bool = False
     list_name: str = "Research Digest"
     list_id: str = "digest.localhost"
     unsubscribe_mailto: str = ""  # e.g. unsubscribe@example.org; empty: no mailto fallback

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.config.sections import (
@@ -162,3 +164,41 @@ def _feed_type(item: dict[str, Any], where: str, key: str) -> tuple[FeedType, in
     else:
         return kind, days
     raise ConfigError(msg, path=where, key=f"{key}.{field_name}")
+
+
+def _insecure_reason(base_url: str) -> str | None:
+    """Why recipients could not safely open ``base_url``'s links, or None."""
+    host = (urlsplit(base_url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return "a loopback address"
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return "a loopback address"
+    except ValueError:
+        pass
+    if not base_url.lower().startswith("https://"):
+        return "not HTTPS"
+    return None
+
+
+def check_base_url_for_smtp(settings: Settings) -> None:
+    """Refuse real mail whose links point at this machine or go over plain http.
+
+    ``base_url`` defaults to the development server, and ``newsletter init`` writes that
+    default: switching ``delivery`` to ``"smtp"`` alone would mail every subscriber
+    unsubscribe links they cannot open. Preview mode is not checked.
+    """
+    n = settings.newsletter
+    if n.delivery != "smtp" or n.allow_insecure_base_url:
+        return
+    reason = _insecure_reason(n.base_url)
+    if reason is None:
+        return
+    where = str(settings.config_path) if settings.config_path else None
+    raise ConfigError(
+        f"SMTP delivery would mail links to {n.base_url} ({reason}): set base_url to the "
+        "public https:// address of `newsletter serve`, or allow_insecure_base_url = true "
+        "in [newsletter] to send anyway",
+        path=where,
+        key="newsletter.base_url",
+    )

@@ -8,7 +8,7 @@ May import ``config`` and ``errors``; never ``db``, ``render`` or above.
 
 from __future__ import annotations
 
-from newsletter.config import Settings
+from newsletter.config import Settings, check_base_url_for_smtp
 from newsletter.delivery.base import (
     OutgoingMessage,
     Receipt,
@@ -23,7 +23,11 @@ from newsletter.errors import ConfigError
 
 
 def make_sender(settings: Settings, *, env: dict[str, str] | None = None) -> Sender:
-    """The sender ``[newsletter] delivery`` asks for, signing when ``[dkim]`` says so."""
+    """The sender ``[newsletter] delivery`` asks for, signing when ``[dkim]`` says so.
+
+    SMTP is refused (:class:`ConfigError`) for a loopback or plain-http ``base_url``
+    unless ``allow_insecure_base_url`` is set: the links would not work for recipients.
+    """
     sender = _transport(settings, env)
     if not settings.dkim.enabled:
         return sender
@@ -35,6 +39,7 @@ def make_sender(settings: Settings, *, env: dict[str, str] | None = None) -> Sen
 def _transport(settings: Settings, env: dict[str, str] | None) -> Sender:
     if settings.newsletter.delivery == "preview":
         return PreviewSender(settings.newsletter.outbox_dir)
+    check_base_url_for_smtp(settings)
     smtp = settings.smtp
     password = settings.secret(smtp.password_env, env)
     if smtp.password_env and password is None:

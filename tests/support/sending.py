@@ -196,6 +196,7 @@ def write_config(
         f"url = {json.dumps(db_url)}",
         "[newsletter]",
         'from = "Research Digest <digest@example.org>"',
+        'base_url = "https://digest.example.org"',
         f'delivery = "{"smtp" if server else "preview"}"',
         "batch_size = 5",
     ]
