@@ -203,6 +203,52 @@ def test_smtp_with_the_init_base_url_is_refused(
     assert len(smtp_server.messages) == 2
 
 
+def test_test_send_mails_the_next_digest_elsewhere_and_records_nothing(
+    sample: Path, db_url: str, engine: Engine, tmp_path: Path, smtp_server: SmtpTestServer
+) -> None:
+    """`send --subscriber ada --to me`: ada's next digest reaches me through the SMTP
+    server, marked as a test; the outbox has no row for it, and ada's real digest then
+    carries the same entries, byte for byte in its text part."""
+    cfg = write_config(tmp_path, db_url, smtp_server)
+    before = len(digests(engine))
+    test = invoke(cfg, "send", "--subscriber", "ada@example.org", "--to", "me@example.net")
+    assert test.exit_code == 0, test.output
+    first = test.stdout.splitlines()[0]
+    assert first.startswith("test send: ada@example.org's next digest [")
+    assert "sent to me@example.net as '[test] " in first
+    assert first.endswith("; nothing recorded in the outbox")
+    assert len(digests(engine)) == before == 0
+    (got,) = smtp_server.messages
+    assert got.rcpt_tos == ("me@example.net",)
+    copy = got.message
+    assert copy["To"] == "me@example.net" and copy["Subject"].startswith("[test] ")
+    assert copy["List-Unsubscribe"] is None and copy["List-Unsubscribe-Post"] is None
+    assert "Bilevel" in copy.get_body(("plain",)).get_content()
+
+    real = invoke(cfg, "send", "--now", "--subscriber", "ada@example.org")
+    assert real.exit_code == 0, real.output
+    assert real.stdout.startswith("sent 1, skipped 0")
+    (delivered,) = smtp_server.received_by("ada@example.org")
+    msg = delivered.message
+    assert "[test] " + str(msg["Subject"]) == copy["Subject"]
+    assert msg["Message-ID"] != copy["Message-ID"]  # the real one is stable; resend needs it
+    assert msg["List-Unsubscribe"] is not None
+    text = msg.get_body(("plain",)).get_content()
+    assert text == copy.get_body(("plain",)).get_content()
+    assert [d.status for d in digests(engine)] == ["sent"]
+
+
+def test_test_send_needs_one_subscriber(sample: Path) -> None:
+    both = invoke(sample, "send", "--to", "me@example.net")
+    assert both.exit_code == 2 and "--to needs exactly one --subscriber EMAIL" in both.stderr
+    dry = invoke(sample, "send", "--subscriber", "ada@example.org", "--to", "x@y.z", "--dry-run")
+    assert dry.exit_code == 2 and "takes no --dry-run or --now" in dry.stderr
+    bad = invoke(sample, "send", "--subscriber", "ada@example.org", "--to", "nobody")
+    assert bad.exit_code == 1 and "--to: expected an email address" in bad.stderr
+    unknown = invoke(sample, "send", "--subscriber", "who@example.org", "--to", "me@example.net")
+    assert unknown.exit_code == 1 and "no subscriber who@example.org" in unknown.stderr
+
+
 def test_unknown_subscriber(sample: Path) -> None:
     result = invoke(sample, "send", "--subscriber", "who@example.org")
     assert result.exit_code == 1

@@ -14,7 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from newsletter import clock
-from newsletter.cli.context import AppContext, only_subscribers, pass_app, reported_elsewhere
+from newsletter.cli.context import (
+    AppContext,
+    only_subscribers,
+    pass_app,
+    plural,
+    reported_elsewhere,
+)
 from newsletter.cli.progress import ProgressBar
 from newsletter.cli.status import when
 from newsletter.config import check_base_url_for_smtp
@@ -107,10 +113,25 @@ def _print_plan(summary: SendSummary) -> None:
     is_flag=True,
     help="Ignore send_time: send every current-period digest not sent yet.",
 )
+@click.option(
+    "--to",
+    "to",
+    metavar="ADDRESS",
+    help="Test send: mail --subscriber's next digest to ADDRESS instead; record nothing.",
+)
 @pass_app
-def send_command(app: AppContext, dry_run: bool, emails: tuple[str, ...], force: bool) -> None:
-    """Deliver the digests that are due now."""
+def send_command(
+    app: AppContext, dry_run: bool, emails: tuple[str, ...], force: bool, to: str | None
+) -> None:
+    """Deliver the digests that are due now.
+
+    With ``--subscriber EMAIL --to ADDRESS``: a test send of that subscriber's next
+    digest to ADDRESS through the configured sender; the outbox is not touched.
+    """
     settings = app.settings
+    if to is not None:
+        _test_send(app, emails, to, dry_run=dry_run, force=force)
+        return
     options = SendOptions(force=force, emails=emails or None, dry_run=dry_run)
     if not dry_run:
         check_base_url_for_smtp(settings)  # queued batches would fail in the workers
@@ -155,6 +176,27 @@ def _write_metrics(app: AppContext) -> None:
     from newsletter.scheduler import write_metrics  # APScheduler only when it is needed
 
     write_metrics(app.settings, app.engine)
+
+
+def _test_send(
+    app: AppContext, emails: tuple[str, ...], to: str, *, dry_run: bool, force: bool
+) -> None:
+    """``send --subscriber EMAIL --to ADDRESS``: one digest, elsewhere, recorded nowhere."""
+    from newsletter.pipeline.trial import TEST_PREFIX, send_test
+
+    if len(emails) != 1:
+        raise click.UsageError("--to needs exactly one --subscriber EMAIL")
+    if dry_run or force:
+        raise click.UsageError("--to is a test send: it takes no --dry-run or --now")
+    check_base_url_for_smtp(app.settings)
+    with make_sender(app.settings) as sender:
+        got = send_test(app.engine, app.settings, sender, email=emails[0], to=to)
+    click.echo(
+        f"test send: {got.subscriber}'s next digest [{got.period}] "
+        f"({plural(got.entries, 'entry', 'entries')}) sent to {got.to} "
+        f"as {TEST_PREFIX + got.subject!r}; nothing recorded in the outbox"
+    )
+    click.echo(f"  its links act for {got.subscriber} (List-Unsubscribe left out)")
 
 
 def _enqueue(app: AppContext, options: SendOptions) -> None:
