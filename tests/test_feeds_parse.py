@@ -132,7 +132,7 @@ def test_arxiv_rss_entry() -> None:
 @pytest.mark.parametrize(
     ("doc", "version", "title", "summary"),
     [
-        (RSS20, "rss20", "Rss two & more", "One Two"),
+        (RSS20, "rss20", "Rss two & more", "One\nTwo"),  # two paragraphs: two lines
         (RSS091, "rss091u", "Café item", "Latin-1 text: naïve"),
         (RDF, "rss10", "RDF item", "RDF body"),
     ],

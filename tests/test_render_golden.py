@@ -136,9 +136,13 @@ def test_digest_matches_the_golden_file() -> None:
     assert "NOTEARS" not in markup  # matches "objectives" but is excluded by "topological"
     assert "https://example.org/papers/schr%C3%B6dinger?id=1&amp;v=2" in markup
     # the trending pick: last, badged, with its paper page and arXiv links, upvotes as why
-    assert "[Trending] Sparse Token Routing Makes Mixture-of-Experts Cheap to Serve" in plain
+    flat = " ".join(plain.split())  # (text lines wrap at 72)
+    assert "[Trending] Sparse Token Routing Makes Mixture-of-Experts Cheap to Serve" in flat
     assert "Mira Okafor, Jonas Weber, Lina Haddad et al." in plain
     assert "Matched: trending, 57 upvotes" in plain
+    # The summary's two paragraphs stay two lines; nothing but URL lines passes 72.
+    assert "result to RLHF.\nReward models & preference data are cheap." in plain
+    assert [line for line in plain.splitlines() if len(line) > 72 and "://" not in line] == []
     assert markup.count(">Trending</span>") == 1
     for url in (
         "https://huggingface.co/papers/2611.04242",

@@ -240,7 +240,8 @@ def _entry(item: Any, *, listed: date, now: datetime) -> ParsedEntry:
     title = _text(paper.get("title") or item.get("title"), MAX_TITLE_CHARS)
     if not title:
         raise _Skip(f"{found}: no title")
-    summary = html_to_text(_str(paper.get("summary") or item.get("summary")))[:MAX_SUMMARY_CHARS]
+    summary = html_to_text(_str(paper.get("summary") or item.get("summary")), blocks=True)
+    summary = summary[:MAX_SUMMARY_CHARS]
     names, total = _authors(paper.get("authors"))
     extra: dict[str, str] = {
         "hf:listed": listed.isoformat(),

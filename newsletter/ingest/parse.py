@@ -238,22 +238,27 @@ def _detail_text(raw: Mapping[str, Any], key: str) -> str:
     return _as_text(value, ctype)
 
 
-def _as_text(value: str, ctype: str) -> str:
+def _as_text(value: str, ctype: str, *, blocks: bool = False) -> str:
     if not value:
         return ""
     # Plain text stays as written: "a <T> template" is not a tag.
     if ctype == "text/plain":
         return clean_text(value)
-    return html_to_text(value)
+    return html_to_text(value, blocks=blocks)
 
 
 def _summary(raw: Mapping[str, Any]) -> str:
-    text = _detail_text(raw, "summary")
+    """The summary (else the content) as text, its headings, paragraphs and list items
+    kept as lines."""
+    detail = raw.get("summary_detail")
+    ctype = _str(detail.get("type")) if isinstance(detail, Mapping) else ""
+    text = _as_text(_str(raw.get("summary")), ctype, blocks=True)
     if text:
         return text
     for content in raw.get("content") or ():
         if isinstance(content, Mapping):
-            text = _as_text(_str(content.get("value")), _str(content.get("type")))
+            value, ctype = _str(content.get("value")), _str(content.get("type"))
+            text = _as_text(value, ctype, blocks=True)
             if text:
                 return text
     return ""

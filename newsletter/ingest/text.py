@@ -32,44 +32,62 @@ def clean_text(value: object) -> str:
     return " ".join(value.translate(_CONTROL).split())
 
 
-def html_to_text(value: str) -> str:
-    """Visible text of an HTML fragment: tags stripped, entities decoded, scripts dropped."""
+def html_to_text(value: str, *, blocks: bool = False) -> str:
+    """Visible text of an HTML fragment: tags stripped, entities decoded, scripts dropped.
+
+    One line, unless ``blocks``: then headings, paragraphs and list items (``- `` before
+    each) stay lines of their own, joined by "\n" ("<h1>Changes</h1><ul><li>Add x" is
+    "Changes\n- Add x", not "Changes Add x"); line breaks in the markup's text itself
+    are white space, as a browser shows them. Titles and names are one line; summaries
+    keep their blocks for the plain-text part of the email.
+    """
     if "<" not in value and "&" not in value:
         return clean_text(value)
-    parser = _TextExtractor()
+    parser = _TextExtractor(bullets=blocks)
     try:
         parser.feed(value)
         parser.close()
     except Exception:  # html.parser is lenient, but a pathological input must not escape
         log.debug("html.parser gave up; keeping what it read", exc_info=True)
-    return clean_text("".join(parser.parts))
+    text = "".join(parser.parts)
+    if not blocks:
+        return clean_text(text.replace(_BLOCK, " "))
+    lines = (clean_text(line) for line in text.split(_BLOCK))
+    return "\n".join(line for line in lines if line and line != "-")
+
+
+_BLOCK = "\x00"  # a block boundary while parsing (control characters go in clean_text)
 
 
 class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(self, *, bullets: bool) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self._skip = 0
+        self._bullet = _BLOCK + "- " if bullets else _BLOCK
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _DROP_TAGS:
             self._skip += 1
+        elif tag == "li":
+            self.parts.append(self._bullet)
         elif tag in _BREAK_TAGS:
-            self.parts.append(" ")
+            self.parts.append(_BLOCK)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _BREAK_TAGS:
-            self.parts.append(" ")
+            self.parts.append(_BLOCK)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _DROP_TAGS:
             self._skip = max(0, self._skip - 1)
         elif tag in _BREAK_TAGS:
-            self.parts.append(" ")
+            self.parts.append(_BLOCK)
 
     def handle_data(self, data: str) -> None:
         if not self._skip:
-            self.parts.append(data)
+            # NUL is the block mark here; clean_text would drop it from the text anyway.
+            self.parts.append(data.replace(_BLOCK, ""))
 
 
 def first_sentence(text: str, limit: int) -> str:

@@ -39,6 +39,7 @@ from newsletter.render.mime import (
     build_message_from,
     reference_build_message,
 )
+from newsletter.render.plain import reflow, reflow_body
 from newsletter.render.qp import BAD_LINE
 from newsletter.render.shapes.compile import (
     MissingShape,
@@ -375,6 +376,11 @@ class Renderer:
             return self._reference(template, view)
         except TemplateError as e:
             raise RenderError(f"template {template}: {e}") from e
+        reflowed = reflow_body(text, text_lines)  # as _reference does, on the bytes
+        if reflowed is None:
+            text, text_lines = reflow(_str(text)).encode("utf-8", "surrogatepass"), [BAD_LINE]
+        else:
+            text, text_lines = reflowed
         if new_html or new_text:
             # A shape was compiled from this email: prove it on this email.
             ref_html, ref_text, _ = self._reference(template, view)
@@ -397,7 +403,7 @@ class Renderer:
         ctx = _view_context(_materialized(view))
         try:
             html = inline_css(self._template(f"{template}.html").render(ctx))
-            text = self._template(f"{template}.txt").render(ctx)
+            text = reflow(self._template(f"{template}.txt").render(ctx))
         except TemplateError as e:
             raise RenderError(f"template {template}: {e}") from e
         return html, text, None  # (the MIME builder encodes the bodies)

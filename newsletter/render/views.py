@@ -262,8 +262,28 @@ def abstract_cut(text: str, limit: int) -> int:
 @lru_cache(maxsize=4096)
 def wrap_text(text: str) -> str:
     """``text`` wrapped for the plain-text part; cached, since highlights differ between
-    subscribers but the plain abstract an entry shows rarely does."""
-    return textwrap.fill(text, TEXT_WIDTH, break_long_words=False, break_on_hyphens=False)
+    subscribers but the plain abstract an entry shows rarely does. Each line of a text
+    with several (a summary's headings, paragraphs, list items) is wrapped on its own,
+    a list item's continuation indented under its text."""
+    if "\n" not in text:
+        return textwrap.fill(text, TEXT_WIDTH, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(
+        textwrap.fill(
+            line,
+            TEXT_WIDTH,
+            subsequent_indent="  " if line.startswith("- ") else "",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        for line in text.split("\n")
+        if line.strip()
+    )
+
+
+def _lines(text: str) -> str:
+    """Raw summary text cleaned as :func:`_clean_segments` cleans it, its line breaks kept."""
+    lines = (_SPACES.sub(" ", _UNPRINTABLE.sub("", line)).strip() for line in text.split("\n"))
+    return "\n".join(line for line in lines if line)
 
 
 def byline(authors: Sequence[str], count: int | None) -> str:
@@ -368,15 +388,18 @@ def _card(
     ranges, trimmed = trim_plan(a.summary, abstract_spans)
     segs: list[Segment] = []
     plain: list[str] = []
+    blocks = "\n" in a.summary  # headings, paragraphs, list items: lines in the text part
     for i, (lo, hi) in enumerate(ranges):
-        part = _clean_segments(segments(a.summary, abstract_spans, lo, hi))
+        raw = segments(a.summary, abstract_spans, lo, hi)
+        part = _clean_segments(raw)
         if not part:
             continue
         if i:
             segs.append(Segment(" … "))
             plain.append(" … ")
         segs.extend(part)
-        plain.append("".join(s.text for s in part))
+        shown = "".join(s.text for s in (raw if blocks else part))
+        plain.append(_lines(shown) if blocks else shown)
     cut_short = ranges[-1][1] < len(a.summary.rstrip())
     ends_sentence = ENDS_SENTENCE.search(plain[-1] if plain else "") is not None
     if trimmed and segs and cut_short and not (ends_sentence and len(ranges) == 1):

@@ -1,0 +1,106 @@
+"""The plain-text part at 72 columns: every rendered line that is longer is wrapped. Pure.
+
+Applied to the whole text part after rendering, on both paths (the Jinja reference and
+the filled shapes), so they stay byte-identical whatever the templates hold: titles,
+"Matched:" lines, bylines and the footer are wrapped as well as abstracts. A line keeps
+its indentation and list marker (``- ``, ``3. ``) as a hanging indent. URLs are never
+broken, and a short label stays beside its URL ("Paper page: https://..."), so only a
+line holding a URL may stay longer; any other word longer than a line is cut.
+"""
+
+from __future__ import annotations
+
+import re
+
+from newsletter.render.qp import BAD_LINE, encoded_line
+
+WIDTH = 72
+LABEL_MAX = 24  # a label this short ending in ":" keeps its URL on its line
+_PREFIX = re.compile(r"[ \t]*(?:(?:\d{1,4}\.|[-*•])[ \t]+)?")
+_URL = re.compile(r"[<(\"']?(?:[A-Za-z][A-Za-z0-9+.-]*://|mailto:)\S")
+
+
+def is_url(word: str) -> bool:
+    return _URL.match(word) is not None
+
+
+def needs_reflow(raw: bytes) -> bool:
+    """Whether any line of ``raw`` (UTF-8) may be longer than :data:`WIDTH` characters."""
+    # Bytes overcount non-ASCII characters: a false "yes" only costs a look.
+    return any(len(line) > WIDTH for line in raw.split(b"\n"))
+
+
+def reflow(text: str) -> str:
+    """``text`` with each line longer than :data:`WIDTH` characters wrapped."""
+    lines = text.split("\n")
+    if all(len(line) <= WIDTH for line in lines):
+        return text
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= WIDTH:
+            out.append(line)
+        else:
+            out.extend(wrap_line(line))
+    return "\n".join(out)
+
+
+def wrap_line(line: str) -> list[str]:
+    """One long line as lines of at most :data:`WIDTH` characters (URLs excepted)."""
+    m = _PREFIX.match(line)
+    prefix = m.group(0) if m else ""
+    words = [w for w in line[len(prefix) :].split(" ") if w]
+    if not words:
+        return [line.rstrip()]
+    hang = " " * len(prefix.expandtabs())
+    out: list[str] = []
+    cur = prefix
+    empty = True  # nothing after the prefix on the current line yet
+    for word in words:
+        if not empty and len(cur) + 1 + len(word) <= WIDTH:
+            cur += " " + word
+            continue
+        if not empty and is_url(word) and _label(cur, len(out) == 0, prefix):
+            cur += " " + word  # "arXiv: https://..." stays one line
+            continue
+        too_long = not is_url(word) and len(hang) + len(word) > WIDTH
+        if not empty and too_long and len(cur) + 1 < WIDTH:
+            cur += " "  # a word longer than any line starts where this one ends
+        elif not empty:
+            out.append(cur)
+            cur, empty = hang, True
+        if is_url(word) or len(cur) + len(word) <= WIDTH:
+            cur += word
+            empty = False
+            continue
+        # A word longer than a line (no URL): cut it at the width.
+        while len(cur) + len(word) > WIDTH:
+            take = WIDTH - len(cur)
+            out.append(cur + word[:take])
+            cur, word = hang, word[take:]
+        cur += word
+        empty = not word
+    if not empty:
+        out.append(cur)
+    return out
+
+
+def _label(cur: str, first: bool, prefix: str) -> bool:
+    text = cur[len(prefix) :] if first else cur.lstrip()
+    return first and len(text) <= LABEL_MAX and text.endswith(":")
+
+
+def reflow_body(raw: bytes, encoded: list[bytes]) -> tuple[bytes, list[bytes]] | None:
+    """The fast path's text body and its quoted-printable pieces, reflowed: the same
+    (``raw``, ``encoded``) when nothing is too long, None when a line cannot be
+    encoded (the MIME builder then does the body)."""
+    if not needs_reflow(raw):
+        return raw, encoded
+    text = raw.decode("utf-8", "surrogatepass")
+    wrapped = reflow(text)
+    if wrapped == text:
+        return raw, encoded
+    body = wrapped if wrapped.endswith("\n") else wrapped + "\n"
+    pieces = [encoded_line(line) for line in body.split("\n")[:-1]]
+    if BAD_LINE in pieces:
+        return None
+    return wrapped.encode("utf-8", "surrogatepass"), pieces
