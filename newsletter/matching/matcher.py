@@ -19,6 +19,10 @@ each step being one of:
    and the rest has the second's term ("multi-objective" for the keyword
    "multiobjective").
 
+Words are those of :mod:`~newsletter.matching.textnorm`: in Chinese and Japanese each
+character is one (never joinable), so a keyword of several characters matches where they
+stand consecutively inside a longer run.
+
 Spans are ``[start, end)`` offsets into :func:`field_text`; author and category spans
 point into the names joined with ``"; "`` and never cross from one name to the next.
 """

@@ -22,8 +22,22 @@ from newsletter.domain import Article, Field
 # zero-width joiners inside it, and apostrophes between letters ("don't", "Schrödinger's").
 _MARKS = r"\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 _INVISIBLE = r"\u00ad\u200b-\u200d\u2060"  # soft hyphen, zero-width (non-)joiners
-_IN_WORD = rf"(?:[^\W_]|[{_MARKS}{_INVISIBLE}])"
-_WORD_RE = re.compile(rf"[^\W_]{_IN_WORD}*(?:['’ʼ][^\W_]{_IN_WORD}*)*")
+# Chinese and Japanese write words without spaces between them: each Han, Hiragana or
+# Katakana character is a word of its own (with its sound marks), so a keyword of
+# several is a phrase of consecutive characters and matches inside a longer run
+# ("白宫" in "白宫提名艾伦为北约最高司令官", "機械学習" in "深層機械学習の新手法").
+_CJK = (
+    r"\u3040-\u30ff\u31f0-\u31ff"  # Hiragana, Katakana (and its phonetic extensions)
+    r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs, extension A, compatibility
+    r"\uff66-\uff9f"  # half-width Katakana
+    r"\U00020000-\U0003134f"  # CJK ideograph extensions B to G
+)
+_CJK_MARKS = r"\u3099\u309a\uff9e\uff9f"  # (han)dakuten, combining and half-width
+_LETTER = rf"[^\W_{_CJK}]"  # a letter or digit of a script that spaces its words
+_IN_WORD = rf"(?:{_LETTER}|[{_MARKS}{_INVISIBLE}])"
+_WORD_RE = re.compile(
+    rf"(?P<cjk>[{_CJK}][{_CJK_MARKS}{_MARKS}]*)|{_LETTER}{_IN_WORD}*(?:['’ʼ]{_LETTER}{_IN_WORD}*)*"
+)
 _POSSESSIVE_RE = re.compile(r"['’ʼ][sS]$")
 _HYPHENS = frozenset("-\u2010\u2011")  # hyphen-minus, hyphen, non-breaking hyphen
 
@@ -129,7 +143,7 @@ def _scan(text: str, offset: int, into: Words) -> None:
     """
     folds, starts, ends, joins = into
     prev_end = -1
-    prev = ""  # the previous word of this text ("" before the first)
+    prev = ""  # the previous word of this text ("" before the first; "" after CJK)
     for m in _WORD_RE.finditer(text):
         f = fold(m.group())
         if not f:
@@ -140,13 +154,13 @@ def _scan(text: str, offset: int, into: Words) -> None:
             if (len(gap) == 1 and gap in _HYPHENS) or (
                 not gap and prev not in STOP_WORDS and f not in STOP_WORDS
             ):
-                joins[-1] = True
+                joins[-1] = m.lastgroup is None  # a CJK character joins no compound
         folds.append(f)
         starts.append(start + offset)
         ends.append(m.end() + offset)
         joins.append(False)
         prev_end = m.end()
-        prev = f
+        prev = "" if m.lastgroup else f
 
 
 def _tokens(words: Words) -> list[Token]:
