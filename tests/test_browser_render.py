@@ -135,6 +135,45 @@ def test_preview_index_links_to_each_digest(
     assert _severe(driver.get_log("browser")) == []
 
 
+def test_preview_index_reads_on_a_phone(
+    driver: WebDriver,
+    preview_world: tuple[Settings, Engine],
+    screenshot_dir: Path,
+) -> None:
+    """At 390 px nothing is pushed off-screen and a subject wraps into a few lines, not
+    one word per line (each row becomes a block: who and day, then the subject, then
+    the numbers and links)."""
+    settings, engine = preview_world
+    result = run_preview(engine, settings, now=datetime(2026, 11, 22, 9, 30, tzinfo=UTC))
+    driver.set_window_size(390, 900)
+    driver.get(result.index.as_uri())
+    width = int(driver.execute_script("return window.innerWidth"))
+    assert width <= 390
+    assert int(driver.execute_script("return document.documentElement.scrollWidth")) <= width
+    subjects = driver.find_elements("css selector", "tr.row td.subject a")
+    assert subjects
+    for subject in subjects:
+        box = driver.execute_script(
+            "const r = arguments[0].getBoundingClientRect();"
+            "const lh = parseFloat(getComputedStyle(arguments[0]).lineHeight);"
+            "return [r.left, r.right, r.height, lh, arguments[0].textContent.split(' ').length];",
+            subject,
+        )
+        left, right, height, line, n_words = box
+        assert left >= 0 and right <= width
+        assert height <= 4 * line + 1, (subject.text, height, line)
+        assert height < n_words * line  # not one word per line
+    # Every cell, link and number, is on screen.
+    rights = driver.execute_script(
+        "return [...document.querySelectorAll('td, td a')]"
+        ".map(e => e.getBoundingClientRect().right)"
+    )
+    assert max(rights) <= width
+    _full_page(driver, screenshot_dir / "preview-index-phone.png", 390)
+    assert (screenshot_dir / "preview-index-phone.png").stat().st_size > 5_000
+    assert _severe(driver.get_log("browser")) == []
+
+
 def test_a_trending_card_with_authors_badge_and_paper_links(
     driver: WebDriver, tmp_path: Path, screenshot_dir: Path
 ) -> None:
