@@ -11,6 +11,7 @@ line holding a URL may stay longer; any other word longer than a line is cut.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from newsletter.render.qp import BAD_LINE, encoded_line
 
@@ -22,12 +23,6 @@ _URL = re.compile(r"[<(\"']?(?:[A-Za-z][A-Za-z0-9+.-]*://|mailto:)\S")
 
 def is_url(word: str) -> bool:
     return _URL.match(word) is not None
-
-
-def needs_reflow(raw: bytes) -> bool:
-    """Whether any line of ``raw`` (UTF-8) may be longer than :data:`WIDTH` characters."""
-    # Bytes overcount non-ASCII characters: a false "yes" only costs a look.
-    return any(len(line) > WIDTH for line in raw.split(b"\n"))
 
 
 def reflow(text: str) -> str:
@@ -44,13 +39,15 @@ def reflow(text: str) -> str:
     return "\n".join(out)
 
 
-def wrap_line(line: str) -> list[str]:
-    """One long line as lines of at most :data:`WIDTH` characters (URLs excepted)."""
+@lru_cache(maxsize=8192)
+def wrap_line(line: str) -> tuple[str, ...]:
+    """One long line as lines of at most :data:`WIDTH` characters (URLs excepted);
+    cached, as "Matched:" lines and titles recur from one subscriber to the next."""
     m = _PREFIX.match(line)
     prefix = m.group(0) if m else ""
     words = [w for w in line[len(prefix) :].split(" ") if w]
     if not words:
-        return [line.rstrip()]
+        return (line.rstrip(),)
     hang = " " * len(prefix.expandtabs())
     out: list[str] = []
     cur = prefix
@@ -81,7 +78,7 @@ def wrap_line(line: str) -> list[str]:
         empty = not word
     if not empty:
         out.append(cur)
-    return out
+    return tuple(out)
 
 
 def _label(cur: str, first: bool, prefix: str) -> bool:
@@ -91,10 +88,11 @@ def _label(cur: str, first: bool, prefix: str) -> bool:
 
 def reflow_body(raw: bytes, encoded: list[bytes]) -> tuple[bytes, list[bytes]] | None:
     """The fast path's text body and its quoted-printable pieces, reflowed: the same
-    (``raw``, ``encoded``) when nothing is too long, None when a line cannot be
-    encoded (the MIME builder then does the body)."""
-    if not needs_reflow(raw):
-        return raw, encoded
+    (``raw``, ``encoded``) when no line is too long, None when a line cannot be
+    encoded (the MIME builder then does the body). The lines are encoded again one by
+    one (``encoded_line`` remembers them: most recur from one email to the next)."""
+    if all(len(line) <= WIDTH for line in raw.split(b"\n")):
+        return raw, encoded  # (bytes overcount non-ASCII characters: no false "no")
     text = raw.decode("utf-8", "surrogatepass")
     wrapped = reflow(text)
     if wrapped == text:
