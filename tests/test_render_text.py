@@ -77,6 +77,11 @@ def test_reflow_keeps_urls_whole_and_lists_hanging() -> None:
     assert out[-1] == "-- "  # the signature separator keeps its space
     assert long_lines("\n".join(out)) == []
     assert reflow("\n".join(out)) == "\n".join(out)  # wrapped text stays as it is
+    meta = "Mira Okafor, Jonas Weber, Lina Haddad et al. · 20 Nov 2026 · ▲\xa057 · 3 comments"
+    assert reflow(meta).splitlines() == [
+        "Mira Okafor, Jonas Weber, Lina Haddad et al. · 20 Nov 2026 · ▲\xa057 ·",
+        "3 comments",
+    ]
 
 
 def _sample_articles() -> list:  # type: ignore[type-arg]

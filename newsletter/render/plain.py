@@ -45,10 +45,10 @@ def wrap_line(line: str) -> tuple[str, ...]:
     cached, as "Matched:" lines and titles recur from one subscriber to the next."""
     m = _PREFIX.match(line)
     prefix = m.group(0) if m else ""
-    words = [w for w in line[len(prefix) :].split(" ") if w]
+    hang = " " * len(prefix.expandtabs())
+    words = _units(line[len(prefix) :], WIDTH - len(hang))
     if not words:
         return (line.rstrip(),)
-    hang = " " * len(prefix.expandtabs())
     out: list[str] = []
     cur = prefix
     empty = True  # nothing after the prefix on the current line yet
@@ -79,6 +79,23 @@ def wrap_line(line: str) -> tuple[str, ...]:
     if not empty:
         out.append(cur)
     return tuple(out)
+
+
+def _units(text: str, room: int) -> list[str]:
+    """What a line is wrapped by: its words, or the parts of a line joined by " · "
+    (a card's byline, date, votes and comments) kept whole where they fit a line, so
+    "3 comments" does not break after the 3."""
+    if " · " not in text:
+        return [w for w in text.split(" ") if w]
+    parts = text.split(" · ")
+    units: list[str] = []
+    for i, part in enumerate(parts):
+        unit = part if i == len(parts) - 1 else part + " ·"
+        if len(unit) <= room and unit.strip():
+            units.append(unit)
+        else:
+            units.extend(w for w in unit.split(" ") if w)
+    return units
 
 
 def _label(cur: str, first: bool, prefix: str) -> bool:
