@@ -84,7 +84,7 @@ def test_the_comment_count_is_shown_when_known_and_not_zero(fast: bool) -> None:
     assert email is not None
     assert re.search(r'<span class="comments"[^>]*>7 comments</span>', email.html)
     assert "Ada Lovelace, Alan Turing, Grace Hopper et al. · " in email.text
-    assert " · ▲ 42 · 7 comments\n" in email.text
+    assert " · ▲ 42 ·\n7 comments\n" in email.text  # (80 columns: wrapped between parts)
     for count in (None, 0):
         quiet = replace(_hf_article(), comments=count)
         got = renderer.render(request(profile(keywords=["Sparse"]), [match(quiet, "Sparse")]))
