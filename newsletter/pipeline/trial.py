@@ -6,7 +6,8 @@ digest is the same as if the test had never happened. The copy is addressed to t
 operator, its Subject starts with ``[test]``, it gets a Message-ID of its own (the real
 digest's is stable per subscriber and period, and ``resend`` relies on it to settle an
 ambiguous send) and loses ``List-Unsubscribe``: a mail client's one-click button would
-otherwise unsubscribe the subscriber. The links in the body still act for them.
+otherwise unsubscribe the subscriber. The links in the body still act for them; it has
+no "View in browser" link, as no copy of it is kept.
 """
 
 from __future__ import annotations
