@@ -594,6 +594,26 @@ def test_serve_command_refuses_smtp_without_secret(tmp_path: Path, sqlite_engine
     assert "Traceback" not in proc.stderr
 
 
+def test_serve_command_refuses_smtp_with_a_loopback_base_url(
+    tmp_path: Path, sqlite_engine: Engine
+) -> None:
+    """Its confirmation mails would carry links nobody else can open."""
+    cfg = _write_config(tmp_path, str(sqlite_engine.url), delivery="smtp")
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "--config", str(cfg), "serve", "--port", "0"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "newsletter.base_url: SMTP delivery would mail links to http://127.0.0.1:8000" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
 # --- with the rest of the product: preview links, sync, send, operator commands ----------
 
 

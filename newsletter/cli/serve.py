@@ -9,6 +9,7 @@ import click
 from werkzeug.serving import make_server
 
 from newsletter.cli.context import AppContext, pass_app
+from newsletter.config import check_base_url_for_smtp
 from newsletter.errors import NewsletterError
 
 
@@ -31,6 +32,7 @@ def serve(app: AppContext, host: str | None, port: int | None) -> None:
     host = host or settings.web.host
     port = settings.web.port if port is None else port
     flask_app = create_app(settings, app.engine)
+    check_base_url_for_smtp(settings)  # its confirmation mails carry base_url links
     try:
         server = make_server(host, port, flask_app, threaded=True)
     except OSError as e:

@@ -39,7 +39,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from newsletter.config import Settings, bundled_dir, load_settings
+from newsletter.config import Settings, bundled_dir, check_base_url_for_smtp, load_settings
 from newsletter.db import connect, current_revision, head_revision
 from newsletter.errors import DatabaseError
 from newsletter.pipeline.logs import FORMAT_ENV, configure
@@ -167,6 +167,7 @@ def create_wsgi_app(config: str | None = None, *, proxies: int = 0) -> Any:
     configure(logging.INFO, "json" if os.environ.get(FORMAT_ENV) == "json" else "text")
     settings = load_settings(config)
     secret = secret_from_settings(settings, require=True)
+    check_base_url_for_smtp(settings)  # confirmation mails carry base_url links
     # Workers never migrate: several booting at once would race. The operator upgrades.
     engine = connect(settings.database.url, echo=settings.database.echo, migrate=False)
     current, head = current_revision(engine), head_revision()
