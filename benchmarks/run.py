@@ -36,8 +36,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 
+from benchmarks.peer import measure_rss2email
 from benchmarks.smtp_sink import SmtpSink
 from benchmarks.workload import load_corpus, make_articles, make_profiles
 from newsletter.config import FeedSettings, Settings, settings_from_mapping
@@ -51,10 +52,11 @@ from newsletter.delivery.smtp import SmtpSender
 from newsletter.domain import Article, Match, ParsedEntry, Profile
 from newsletter.matching import Matcher
 from newsletter.models import Digest, DigestEntry, Subscriber
+from newsletter.pipeline.compose import Composer
 from newsletter.pipeline.parallel import ProcessComposer
 from newsletter.pipeline.send import send_due
 from newsletter.pipeline.send_report import SendOptions
-from newsletter.render import DigestRequest, Renderer
+from newsletter.render import DigestRequest, RenderedEmail, Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -186,60 +188,133 @@ class SinkSender(Sender):
         return Receipt(reply="250 discarded by the benchmark", message_id=message.message_id)
 
 
-def measure_generation(settings: Settings, workers: int) -> tuple[dict[str, Any], SinkSender]:
-    """``send_due`` end to end: due digests -> claims -> compose -> bytes -> outbox rows."""
+def _cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (or of its reaped children)."""
+    u = resource.getrusage(who)
+    return u.ru_utime + u.ru_stime
+
+
+STAGES = ("db", "match", "tokens", "cards", "view", "html", "text", "mime")
+
+
+def _per_email_us(seconds: float, emails: int) -> float:
+    return round(seconds / max(1, emails) * 1e6, 1)
+
+
+def measure_generation(
+    settings: Settings, workers: int, composer: Composer | None = None, limit: int | None = None
+) -> tuple[dict[str, Any], SinkSender]:
+    """``send_due`` end to end: due digests -> claims -> compose -> bytes -> outbox rows.
+
+    CPU is process CPU: each composing worker reads ``time.process_time`` around its
+    stages (:attr:`Renderer.timings`), the parent its own ``getrusage``; wall seconds
+    are only the elapsed time of the whole and of the parent waiting for the workers.
+    ``composer`` (default: the product's) and ``limit`` (the first subscribers only)
+    are for the reference pipeline's run.
+    """
     os.environ.setdefault(SECRET_ENV, "benchmark-secret-" + "x" * 32)
     engine = connect(settings.database.url, migrate=False)
+    emails = _clear_outbox(engine, limit) if limit is not None else None
     sink = SinkSender()
     timings: dict[str, float] = {}
-    composer = ProcessComposer(settings, workers=workers, timings=timings)
-    composer.composer.renderer.timings = {}  # the workers report render and MIME
+    parallel = ProcessComposer(settings, workers=workers, timings=timings, composer=composer)
+    parallel.composer.renderer.timings = {}  # the workers report their stages
+    parent_cpu, children_cpu = _cpu(), _cpu(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     try:
         summary = send_due(
             engine,
             settings,
             sink,
-            compose=composer,
-            options=SendOptions(force=True, wait_for_retries=False),
+            compose=parallel,
+            options=SendOptions(force=True, wait_for_retries=False, emails=emails),
             now=lambda: NOW,
             worker="benchmark",
         )
+        total = time.perf_counter() - started
+        parent_cpu = _cpu() - parent_cpu
         workers_rss = _children_peak_rss_mb()
     finally:
-        composer.close()
+        parallel.close()
         engine.dispose()
-    total = time.perf_counter() - started
+    children_cpu = _cpu(resource.RUSAGE_CHILDREN) - children_cpu  # the workers, reaped
     if summary.failed or summary.error:
         raise RuntimeError(f"the benchmark send failed: {summary.error or summary.failures[:3]}")
+    n = summary.sent
     compose_wall = timings.get("compose_wall", 0.0)
+    compose_cpu = timings.get("compose_cpu", 0.0)
+    stages = {f"cpu_us_{k}": _per_email_us(timings.get(k, 0.0), n) for k in STAGES}
+    staged = sum(timings.get(k, 0.0) for k in STAGES)
     return {
-        "emails": summary.sent,
+        "emails": n,
         "skipped": summary.skipped,
         "bytes_per_email": round(sink.bytes / max(1, sink.messages)),
         "total_seconds": round(total, 3),
-        "emails_per_second": round(summary.sent / total, 1) if total else 0.0,
+        # Whole: claims, compose on every worker, outbox rows; wall clock.
+        "emails_per_second": round(n / total, 1) if total else 0.0,
         # Composing alone (match, render, MIME on every worker), what the parent waited for:
-        "generation_emails_per_second": round(summary.sent / compose_wall, 1)
-        if compose_wall
-        else 0.0,
-        # CPU seconds summed over the workers:
-        "compose_cpu_seconds": round(timings.get("compose", 0.0), 3),
+        "generation_emails_per_second": round(n / compose_wall, 1) if compose_wall else 0.0,
+        "compose_wall_seconds": round(compose_wall, 3),
+        "outbox_and_send_wall_seconds": round(total - compose_wall, 3),
+        # Process CPU, per email, in microseconds: the workers' stages ...
+        **stages,
+        "cpu_us_other": _per_email_us(compose_cpu - staged, n),
+        "cpu_us_worker": _per_email_us(compose_cpu, n),
+        # ... what getrusage says the workers spent in all (start-up and IPC included) ...
+        "cpu_us_workers_rusage": _per_email_us(children_cpu, n),
+        # ... and the parent (claims, outbox rows, receiving drafts, the discarding sink).
+        "cpu_us_parent": _per_email_us(parent_cpu, n),
+        "cpu_us_total": _per_email_us(children_cpu + parent_cpu, n),
+        # CPU seconds summed over the workers (process_time, not wall):
+        "compose_cpu_seconds": round(compose_cpu, 3),
         "render_inline_cpu_seconds": round(
             timings.get("render", 0.0) - timings.get("mime", 0.0), 3
         ),
         "mime_cpu_seconds": round(timings.get("mime", 0.0), 3),
-        "load_and_match_cpu_seconds": round(
-            timings.get("compose", 0.0) - timings.get("render", 0.0), 3
-        ),
-        # Wall seconds in the parent:
-        "compose_wall_seconds": round(compose_wall, 3),
-        "outbox_and_send_wall_seconds": round(total - compose_wall, 3),
+        "load_and_match_cpu_seconds": round(compose_cpu - timings.get("render", 0.0), 3),
         # The send's peak memory: this process and its largest composing worker.
         "peak_rss_mb": round(_own_peak_rss_mb() + workers_rss, 1),
         "peak_rss_parent_mb": _own_peak_rss_mb(),
         "peak_rss_largest_worker_mb": workers_rss,
     }, sink
+
+
+class ReferenceRenderer(Renderer):
+    """The reference pipeline inside the product's composer: every email rendered
+    whole by Jinja, inlined by premailer and built by the ``email`` package."""
+
+    def render(self, req: DigestRequest) -> RenderedEmail | None:
+        started = time.process_time()
+        try:
+            return self.reference_render(req)
+        finally:
+            if self.timings is not None:
+                self.timings["render"] = (
+                    self.timings.get("render", 0.0) + time.process_time() - started
+                )
+
+
+def measure_reference_whole(settings: Settings, workers: int, *, limit: int) -> dict[str, Any]:
+    """The reference pipeline whole, on the same workers: ``send_due`` for ``limit``
+    subscribers with the reference renderer in every composing process."""
+    composer = Composer(settings, renderer=ReferenceRenderer(settings.newsletter))
+    got, _ = measure_generation(settings, workers, composer=composer, limit=limit)
+    return {
+        "reference_whole_emails": got["emails"],
+        "reference_whole_emails_per_second": got["emails_per_second"],
+        "reference_cpu_us_worker": got["cpu_us_worker"],
+        "reference_cpu_us_total": got["cpu_us_total"],
+    }
+
+
+def _clear_outbox(engine: Engine, limit: int) -> tuple[str, ...]:
+    """Forget every digest, so the first ``limit`` subscribers are due again; their
+    addresses."""
+    with session_scope(engine) as session:
+        session.execute(delete(DigestEntry))
+        session.execute(delete(Digest))
+        ids = active_subscriber_ids(session)[:limit]
+        return tuple(session.scalars(select(Subscriber.email).where(Subscriber.id.in_(ids))))
 
 
 def _articles_from_db(settings: Settings) -> list[Article]:
@@ -319,18 +394,22 @@ def measure_reference(
         renderer.render(r)
     # The fast path first: the reference then finds the per-card views it shares with
     # it already built, so if anything the reference is favoured.
-    started = time.perf_counter()
+    started = time.process_time()
     for r in reqs:
         renderer.render(r)
-    fast = time.perf_counter() - started
-    started = time.perf_counter()
+    fast = time.process_time() - started
+    started = time.process_time()
     for r in reqs:
         renderer.reference_render(r)
-    reference = time.perf_counter() - started
+    reference = time.process_time() - started
     return {
         "reference_sample": len(reqs),
+        # Render (views, HTML, text, MIME) alone, on one core, per CPU second:
         "reference_emails_per_second": round(len(reqs) / reference, 1),
         "fast_render_emails_per_second_one_core": round(len(reqs) / fast, 1),
+        "render_cpu_us_fast": _per_email_us(fast, len(reqs)),
+        "render_cpu_us_reference": _per_email_us(reference, len(reqs)),
+        "render_speedup_vs_reference": round(reference / fast, 1) if fast else 0.0,
     }
 
 
@@ -364,18 +443,21 @@ def measure_smtp(
                     return
                 sender.send(messages[i % len(messages)])
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         with ThreadPoolExecutor(smtp.connections) as pool:
             for f in [pool.submit(worker) for _ in range(smtp.connections)]:
                 f.result()
         sender.close()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
     received = sink.messages
     return {
         "smtp_messages": total,
         "smtp_received": received,
         "smtp_connections": smtp.connections,
         "smtp_messages_per_second": round(total / elapsed, 1),
+        # The sender's CPU (this process's threads) and the sink's (its own process):
+        "cpu_us_deliver": _per_email_us(cpu, total),
+        "cpu_us_sink": _per_email_us(sink.cpu_seconds, total),
     }
 
 
@@ -390,11 +472,7 @@ def measure_send_over_smtp(
     """
     engine = connect(settings.database.url, migrate=False)
     try:
-        with session_scope(engine) as session:
-            session.execute(delete(DigestEntry))
-            session.execute(delete(Digest))
-            ids = active_subscriber_ids(session)[:limit]
-            emails = tuple(session.scalars(select(Subscriber.email).where(Subscriber.id.in_(ids))))
+        emails = _clear_outbox(engine, limit)
         if not emails:
             return {}
         with SmtpSink() as sink:
@@ -409,7 +487,8 @@ def measure_send_over_smtp(
             )
             sender = SmtpSender(run_settings.smtp)
             with ProcessComposer(run_settings, workers=workers) as composer:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), _cpu()
+                children = _cpu(resource.RUSAGE_CHILDREN)
                 summary = send_due(
                     engine,
                     run_settings,
@@ -419,8 +498,10 @@ def measure_send_over_smtp(
                     now=lambda: NOW,
                     worker="benchmark-smtp",
                 )
-                elapsed = time.perf_counter() - started
+                elapsed, cpu = time.perf_counter() - started, _cpu() - cpu
+                rss = _own_peak_rss_mb() + _children_peak_rss_mb()
             sender.close()
+        children = _cpu(resource.RUSAGE_CHILDREN) - children
     finally:
         engine.dispose()
     if summary.failed or summary.error:
@@ -429,11 +510,26 @@ def measure_send_over_smtp(
         "send_smtp_messages": summary.sent,
         "send_smtp_received": sink.messages,
         "send_smtp_messages_per_second": round(summary.sent / elapsed, 1),
+        "send_smtp_seconds": round(elapsed, 2),
+        # Process CPU per message: the parent (claims, outbox, SMTP client threads), the
+        # composing workers, the sink.
+        "send_smtp_cpu_us_parent": _per_email_us(cpu, summary.sent),
+        "send_smtp_cpu_us_workers": _per_email_us(children, summary.sent),
+        "send_smtp_cpu_us_sink": _per_email_us(sink.cpu_seconds, summary.sent),
+        "send_smtp_peak_rss_mb": round(rss, 1),
     }
 
 
 def run_one(
-    n: int, n_entries: int, seed: int, workers: int, smtp_messages: int, connections: int
+    n: int,
+    n_entries: int,
+    seed: int,
+    workers: int,
+    smtp_messages: int,
+    connections: int,
+    *,
+    send_smtp: int,
+    reference_whole: int,
 ) -> dict[str, Any]:
     """Every figure for one N, in this process (``--one``)."""
     with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
@@ -443,20 +539,27 @@ def run_one(
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as setup_pool:
             setup = setup_pool.submit(load_workload, settings, n, n_entries, seed).result()
         result: dict[str, Any] = {"n_subscribers": n, "n_entries": n_entries}
+        result["load_before"] = round(os.getloadavg()[0], 2)
         gen, sink = measure_generation(settings, workers)
         result.update(gen)
         figures, profiles, matches = measure_load_and_match(settings)
         result.update(figures)
         result.update(measure_reference(settings, profiles, matches))
+        result.update(measure_reference_whole(settings, workers, limit=min(n, reference_whole)))
+        # Whole against whole, on the same workers and cores, in this run:
         result["speedup_vs_reference"] = round(
-            result["emails_per_second"] / result["reference_emails_per_second"], 1
+            result["emails_per_second"] / result["reference_whole_emails_per_second"], 1
+        )
+        result["cpu_speedup_vs_reference"] = round(
+            result["reference_cpu_us_total"] / result["cpu_us_total"], 1
         )
         result.update(measure_smtp(sink.kept, min(n, smtp_messages), connections=connections))
         result.update(
             measure_send_over_smtp(
-                settings, workers, limit=min(n, smtp_messages), connections=connections
+                settings, workers, limit=min(n, send_smtp), connections=connections
             )
         )
+        result["load_after"] = round(os.getloadavg()[0], 2)
         result["setup_seconds"] = round(setup, 3)
         result["workers"] = workers
         result["date"] = date.today().isoformat()
@@ -479,32 +582,71 @@ def machine() -> dict[str, Any]:
     }
 
 
+# (heading, key, format): rates are wall clock on --workers processes; "µs" columns are
+# process CPU per email (time.process_time in each worker, getrusage in the parent).
 COLUMNS = (
     ("N", "n_subscribers", "{:,}"),
-    ("emails/s", "emails_per_second", "{:,.0f}"),
-    ("compose/s", "generation_emails_per_second", "{:,.0f}"),
-    ("total s", "total_seconds", "{:.1f}"),
-    ("x ref", "speedup_vs_reference", "{:.1f}"),
-    ("load s", "profile_load_seconds", "{:.2f}"),
-    ("match s", "match_seconds", "{:.1f}"),
-    ("render s", "render_inline_cpu_seconds", "{:.1f}"),
-    ("mime s", "mime_cpu_seconds", "{:.2f}"),
-    ("outbox s", "outbox_and_send_wall_seconds", "{:.1f}"),
+    ("load", "load_before", "{:.1f}"),
+    ("generate/s (wall)", "emails_per_second", "{:,.0f}"),
+    ("compose/s (wall)", "generation_emails_per_second", "{:,.0f}"),
+    ("x ref whole (same cores)", "speedup_vs_reference", "{:.1f}"),
+    ("x ref render (1 core CPU)", "render_speedup_vs_reference", "{:.1f}"),
+    ("CPU µs/email", "cpu_us_total", "{:,.0f}"),
     ("RSS MB", "peak_rss_mb", "{:,.0f}"),
-    ("smtp/s", "smtp_messages_per_second", "{:,.0f}"),
-    ("send+smtp/s", "send_smtp_messages_per_second", "{:,.0f}"),
+    ("smtp alone/s", "smtp_messages_per_second", "{:,.0f}"),
+    ("send+SMTP/s (wall)", "send_smtp_messages_per_second", "{:,.0f}"),
+    ("send+SMTP N", "send_smtp_messages", "{:,}"),
+    ("send+SMTP RSS MB", "send_smtp_peak_rss_mb", "{:,.0f}"),
+)
+# Process CPU per email, microseconds, by stage (the second table).
+STAGE_COLUMNS = (
+    ("N", "n_subscribers", "{:,}"),
+    *((stage, f"cpu_us_{stage}", "{:,.0f}") for stage in (*STAGES, "other")),
+    ("worker", "cpu_us_worker", "{:,.0f}"),
+    ("parent", "cpu_us_parent", "{:,.0f}"),
+    ("deliver", "cpu_us_deliver", "{:,.0f}"),
+    ("sink", "cpu_us_sink", "{:,.0f}"),
+    ("send+SMTP parent", "send_smtp_cpu_us_parent", "{:,.0f}"),
+    ("send+SMTP workers", "send_smtp_cpu_us_workers", "{:,.0f}"),
+    ("ref whole", "reference_cpu_us_total", "{:,.0f}"),
+)
+PEER_COLUMNS = (
+    ("pipeline", "peer", "{}"),
+    ("emails", "peer_emails", "{:,}"),
+    ("bytes/email", "peer_bytes_per_email", "{:,}"),
+    ("CPU µs/email", "peer_cpu_us_per_email", "{:,.0f}"),
+    ("personalised", "personalised", "{}"),
 )
 
 
-def table(runs: Sequence[dict[str, Any]]) -> str:
+def table(runs: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]] = COLUMNS) -> str:
     """The runs as a Markdown table (what the README shows)."""
-    head = "| " + " | ".join(c[0] for c in COLUMNS) + " |"
-    rule = "|" + "|".join("---:" for _ in COLUMNS) + "|"
+    head = "| " + " | ".join(c[0] for c in columns) + " |"
+    rule = "|" + "|".join("---:" for _ in columns) + "|"
     rows = [
-        "| " + " | ".join(fmt.format(r[key]) if key in r else "-" for _, key, fmt in COLUMNS) + " |"
+        "| " + " | ".join(fmt.format(r[key]) if key in r else "-" for _, key, fmt in columns) + " |"
         for r in runs
     ]
     return "\n".join([head, rule, *rows])
+
+
+def peer_rows(runs: Sequence[dict[str, Any]], peer: dict[str, Any]) -> list[dict[str, Any]]:
+    """rss2email beside this pipeline at the largest N, CPU per email either way."""
+    rows = []
+    if peer:
+        rows.append({**peer, "personalised": "no (one message per entry)"})
+    if runs:
+        last = runs[-1]
+        rows.append(
+            {
+                "peer": f"newsletter, N = {last['n_subscribers']:,}",
+                "peer_emails": last["emails"],
+                "peer_bytes_per_email": last["bytes_per_email"],
+                "peer_cpu_us_per_email": last["cpu_us_total"],
+                "personalised": "yes (matched and rendered per reader)",
+            }
+        )
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -515,7 +657,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--entries", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--workers", type=int, default=2, help="composing processes")
-    ap.add_argument("--smtp-messages", type=int, default=5000, help="at most, per N")
+    ap.add_argument(
+        "--smtp-messages", type=int, default=5000, help="SmtpSender alone: at most, per N"
+    )
+    ap.add_argument(
+        "--send-smtp", type=int, default=100_000, help="whole send over SMTP: at most, per N"
+    )
+    ap.add_argument(
+        "--reference-whole", type=int, default=400, help="reference pipeline whole: subscribers"
+    )
     ap.add_argument("--smtp-connections", type=int, default=4, help="parallel SMTP connections")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -524,7 +674,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.one:
         (size,) = sizes
         res = run_one(
-            size, args.entries, args.seed, args.workers, args.smtp_messages, args.smtp_connections
+            size,
+            args.entries,
+            args.seed,
+            args.workers,
+            args.smtp_messages,
+            args.smtp_connections,
+            send_smtp=args.send_smtp,
+            reference_whole=args.reference_whole,
         )
         print(json.dumps(res))
         return 0
@@ -548,11 +705,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(args.smtp_messages),
             "--smtp-connections",
             str(args.smtp_connections),
+            "--send-smtp",
+            str(args.send_smtp),
+            "--reference-whole",
+            str(args.reference_whole),
         ]
         done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print("rss2email on the same entries ...", file=sys.stderr, flush=True)
+    peer = measure_rss2email(make_articles(load_corpus(), args.entries, args.seed, now=NOW))
     report = {
         "machine": machine(),
+        "peer": peer,
         "workload": {"entries": args.entries, "seed": args.seed, "workers": args.workers},
         "runs": runs,
         "smtp_messages_per_second": runs[-1].get("smtp_messages_per_second") if runs else None,
@@ -560,6 +724,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(table(runs))
+    print("\nProcess CPU per email, µs, by stage (workers: db ... other; then the rest)\n")
+    print(table(runs, STAGE_COLUMNS))
+    print("\nA peer on the same entries, CPU per email (rss2email on one core)\n")
+    print(table(peer_rows(runs, peer), PEER_COLUMNS))
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -35,6 +35,19 @@ REQUIRED = (
     "peak_rss_mb",
     "smtp_messages_per_second",
     "send_smtp_messages_per_second",
+    # process CPU per email, by stage, and the honest ratios (issue 16)
+    *(f"cpu_us_{s}" for s in ("db", "match", "tokens", "cards", "view", "html", "text")),
+    "cpu_us_mime",
+    "cpu_us_worker",
+    "cpu_us_parent",
+    "cpu_us_deliver",
+    "cpu_us_sink",
+    "cpu_us_total",
+    "render_speedup_vs_reference",
+    "reference_whole_emails_per_second",
+    "cpu_speedup_vs_reference",
+    "send_smtp_cpu_us_parent",
+    "load_before",
 )
 
 
@@ -58,8 +71,18 @@ def test_benchmark_writes_the_table_and_json(
     assert report["smtp_messages_per_second"] == run["smtp_messages_per_second"] > 0
     assert report["machine"]["cpu_count"] >= 1 and report["machine"]["python"]
     assert report["machine"]["libraries"]["premailer"]
+    # Every stage was measured in the workers, and the stages are a part of their CPU.
+    stages = ("db", "match", "tokens", "cards", "view", "html", "text", "mime")
+    assert all(run[f"cpu_us_{s}"] > 0 for s in stages)
+    assert sum(run[f"cpu_us_{s}"] for s in stages) <= run["cpu_us_worker"] * 1.001
+    assert run["reference_whole_emails"] == run["emails"]  # all 20, the reference way
+    assert run["cpu_us_deliver"] > 0 and run["cpu_us_parent"] > 0
+    if report["peer"]:  # rss2email installed (make bench): the same 50 entries as mail
+        assert report["peer"]["peer_emails"] == 50 and report["peer"]["peer_cpu_us_per_email"] > 0
     table = capsys.readouterr().out
-    assert table.startswith("| N | emails/s |") and "| 20 |" in table
+    assert table.startswith("| N | load | generate/s (wall) |") and "| 20 |" in table
+    assert "| db | match | tokens | cards |" in table
+    assert ("| rss2email " in table) == bool(report["peer"])
 
 
 def test_process_composer_composes_exactly_what_the_composer_does(
@@ -86,4 +109,4 @@ def test_process_composer_composes_exactly_what_the_composer_does(
     assert len(ids) == 12 and any(d is not None for d in serial.values())
     assert forked == serial
     assert again == {sid: serial[sid] for sid in ids[:3]}
-    assert timings["compose"] > 0 and timings["compose_wall"] > 0
+    assert timings["compose"] > 0 and timings["compose_wall"] > 0 and timings["compose_cpu"] > 0
