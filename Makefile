@@ -37,7 +37,8 @@ pytest: venv
 test: lint pytest
 
 # make bench [N=10000]: the send pipeline's speed on this machine (README, Performance),
-# with rss2email on the same entries as a peer (the bench extra), then the CLI's start-up time (benchmarks/cli_startup.py)
+# with rss2email on the same entries as a peer (the bench extra), then the CLI's start-up
+# time (benchmarks/cli_startup.py)
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run $(if $(N),--n $(N),)
