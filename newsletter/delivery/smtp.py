@@ -42,7 +42,6 @@ _THROTTLE_WORDS = re.compile(
     r"rate|too many|too fast|throttl|limit|slow down|try again later|exceed", re.IGNORECASE
 )
 _AUTH_CODES = frozenset({530, 534, 535, 538})
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def _reply_text(resp: bytes | str) -> str:
@@ -54,11 +53,39 @@ def to_crlf(data: bytes) -> bytes:
     """``data`` with every bare LF made CRLF, as DATA requires (RFC 5321 section 2.3.8).
 
     Messages built by :mod:`newsletter.render.mime` already end lines with CRLF, so counting
-    first (two C-speed scans, no copy) skips the regex and returns ``data`` itself.
+    first (two C-speed scans, no copy) returns ``data`` itself. Otherwise every CRLF is
+    made LF and every LF CRLF: the same bytes as replacing each LF not preceded by CR
+    (CRs elsewhere, ``\r\r\n`` included, are kept), at C speed.
     """
     if data.count(b"\n") == data.count(b"\r\n"):
         return data
-    return _BARE_LF.sub(b"\r\n", data)
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """What ``smtplib.SMTP.data`` sends for ``data`` (CRLF line ends): a line starting
+    with "." gets another (RFC 5321 section 4.5.2), a final CRLF if missing, and the
+    end-of-data line ``.CRLF``.
+
+    ``smtplib`` does the stuffing with a regular expression, about a third of the
+    sender's CPU for a 56 KB message; ``bytes.replace`` gives the same bytes.
+    """
+    q = data.replace(b"\n.", b"\n..")
+    if q[:1] == b".":
+        q = b"." + q
+    if q[-2:] != b"\r\n":
+        q += b"\r\n"
+    return q + b".\r\n"
+
+
+def _data(smtp: smtplib.SMTP, stuffed: bytes) -> tuple[int, bytes]:
+    """``smtp.data`` for bytes already :func:`dot_stuffed` (same replies, same errors)."""
+    smtp.putcmd("data")
+    code, repl = smtp.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, repl)
+    smtp.send(stuffed)
+    return smtp.getreply()
 
 
 def to_7bit(data: bytes) -> bytes:
@@ -284,14 +311,15 @@ class SmtpSender(Sender):
         return DeliveryError(message, recipient=recipient, code=code, permanent=code >= 500)
 
     def _payload(self, conn: _Connection, data: bytes) -> tuple[bytes, list[str]]:
-        """The bytes for DATA (CRLF line endings) and the MAIL FROM options they need."""
+        """The bytes for DATA (CRLF line endings, dot-stuffed, with the end-of-data line)
+        and the MAIL FROM options they need."""
         options: list[str] = []
         if not data.isascii():
             if conn.smtp.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")
             else:
                 data = to_7bit(data)
-        return to_crlf(data), options
+        return dot_stuffed(to_crlf(data)), options
 
     def _mail_from(self, message: OutgoingMessage, held: list[_Connection]) -> bytes:
         """Open the transaction on a pooled connection (left in ``held``); a reused one
@@ -333,7 +361,7 @@ class SmtpSender(Sender):
             if code not in (250, 251):
                 raise self._reply_error("RCPT TO", code, resp, rcpt)
             before_data()
-            code, resp = smtp.data(data)
+            code, resp = _data(smtp, data)
             if code != 250:
                 raise self._reply_error("DATA", code, resp, rcpt)
             held[0].sent += 1
