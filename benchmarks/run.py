@@ -297,7 +297,7 @@ class ReferenceRenderer(Renderer):
 def measure_reference_whole(settings: Settings, workers: int, *, limit: int) -> dict[str, Any]:
     """The reference pipeline whole, on the same workers: ``send_due`` for ``limit``
     subscribers with the reference renderer in every composing process."""
-    composer = Composer(settings, renderer=ReferenceRenderer(settings.newsletter))
+    composer = Composer(settings, renderer=ReferenceRenderer(settings.newsletter), body_8bit=True)
     got, _ = measure_generation(settings, workers, composer=composer, limit=limit)
     return {
         "reference_whole_emails": got["emails"],

@@ -99,7 +99,7 @@ def test_process_composer_composes_exactly_what_the_composer_does(
                 DigestJob(sid, NOW.date().isoformat(), NOW - timedelta(days=1), NOW, digest_id=i)
                 for i, sid in enumerate(ids, start=1)
             ]
-            serial = Composer(settings)(session, requests)
+            serial = Composer(settings, body_8bit=True)(session, requests)  # a send's
             timings: dict[str, float] = {}
             with ProcessComposer(settings, workers=2, timings=timings) as parallel:
                 forked = parallel(session, requests)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from newsletter.delivery.base import OutgoingMessage, Receipt, Sender, nothing_before_data
+from newsletter.delivery.smtp import quoted_printable_bodies
 from newsletter.errors import DeliveryError
 
 
@@ -62,7 +63,8 @@ class PreviewSender(Sender):
             # Private (0600): a message holds an address and a personal unsubscribe link.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with open(fd, "wb") as f:
-                f.write(message.data)
+                # Quoted-printable, as a file a mail client or a person opens is best read.
+                f.write(quoted_printable_bodies(message.data) or message.data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

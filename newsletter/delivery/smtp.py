@@ -7,6 +7,7 @@ acts on; which reply codes mean what is decided here.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import email
 import email.policy
@@ -88,8 +89,48 @@ def _data(smtp: smtplib.SMTP, stuffed: bytes) -> tuple[int, bytes]:
     return smtp.getreply()
 
 
+_RAW_PART = re.compile(rb"Content-Transfer-Encoding: [78]bit\r\n\r\n")
+_BOUNDARY = re.compile(rb'\r\nContent-Type: multipart/alternative;\r\n boundary="([^"]+)"\r\n\r\n')
+
+
+def quoted_printable_bodies(data: bytes) -> bytes | None:
+    """A message built by ``newsletter.render.mime`` with 8bit (or 7bit) bodies, its
+    bodies made quoted-printable: the very bytes the builder makes with quoted-printable
+    bodies (its boundary depends on the bodies' text, not their encoding). None when
+    ``data`` is not such a message.
+
+    What a server without 8BITMIME gets, and what the preview's ``.eml`` holds.
+    """
+    head = _BOUNDARY.search(data)
+    if head is None:
+        return None
+    end_of_body = b"\r\n--" + head.group(1)
+    out: list[bytes] = []
+    at = 0
+    for part in _RAW_PART.finditer(data, head.end()):
+        if part.start() < at:
+            return None  # a marker inside a body: not a message of ours
+        end = data.find(end_of_body, part.end())
+        if end < 0:
+            return None
+        body = data[part.end() : end].replace(b"\r\n", b"\n")  # LF line ends
+        qp = binascii.b2a_qp(body, quotetabs=False, istext=True, header=False)
+        out += (data[at : part.start()], b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+        out.append(qp.replace(b"\n", b"\r\n"))
+        at = end
+    if not out:
+        return None
+    out.append(data[at:])
+    return b"".join(out)
+
+
 def to_7bit(data: bytes) -> bytes:
-    """Re-encode 8-bit body parts (quoted-printable/base64) for servers without 8BITMIME."""
+    """Re-encode 8-bit body parts (quoted-printable/base64) for servers without 8BITMIME:
+    the newsletter's own messages exactly as if built quoted-printable
+    (:func:`quoted_printable_bodies`), anything else through the ``email`` package."""
+    own = quoted_printable_bodies(data)
+    if own is not None and own.isascii():
+        return own
     msg = email.message_from_bytes(data, policy=email.policy.SMTP)
     out = BytesIO()
     BytesGenerator(out, policy=email.policy.SMTP.clone(cte_type="7bit")).flatten(msg)

@@ -60,7 +60,7 @@ def plan_batches(
         worker=new_worker_id(),
         rng=random.Random(),
     )
-    run = SendRun(ctx, Composer(settings), progress=None)
+    run = SendRun(ctx, Composer(settings, body_8bit=True), progress=None)
     with session_scope(engine) as session:
         due = run.due(session, at)
         outbox_plan.ensure_digests(session, due, now=at)
@@ -97,7 +97,7 @@ def run_batch(
         worker=worker or new_worker_id(),
         rng=random.Random(),
     )
-    run = SendRun(ctx, compose or Composer(settings), progress=None)
+    run = SendRun(ctx, compose or Composer(settings, body_8bit=True), progress=None)
     run.digest_ids = list(digest_ids)
     run.reader = None  # one batch: compose then deliver, nothing to overlap with
     try:

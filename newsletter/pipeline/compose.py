@@ -71,12 +71,20 @@ class Composer:
     """
 
     def __init__(
-        self, settings: Settings, *, renderer: Renderer | None = None, secret: bytes | None = None
+        self,
+        settings: Settings,
+        *,
+        renderer: Renderer | None = None,
+        secret: bytes | None = None,
+        body_8bit: bool = False,
     ) -> None:
         self.settings = settings
         self.renderer = renderer or Renderer(
             settings.newsletter, nouns={f.name: f.noun for f in settings.feeds if f.noun}
         )
+        # 8bit bodies for a send (the SMTP sender re-encodes them as quoted-printable
+        # for a server without 8BITMIME, the preview sender always); QP for previews.
+        self.renderer.body_8bit = body_8bit
         self.secret = secret if secret is not None else tokens.secret_from_settings(settings)
         # The index of the last batch's articles: a send's batches share one window,
         # so rebuilding it (about a second per thousand articles) would be wasted.

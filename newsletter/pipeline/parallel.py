@@ -91,7 +91,7 @@ class ProcessComposer:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.settings = settings
         self.workers = workers
-        self.composer = composer or Composer(settings)
+        self.composer = composer or Composer(settings, body_8bit=True)  # a send's
         self.timings = timings
         self._pool: ProcessPoolExecutor | None = None
 

@@ -440,7 +440,7 @@ def send_due(
         worker=worker or new_worker_id(),
         rng=rng or random.Random(),
     )
-    run = SendRun(ctx, compose or Composer(settings), progress=progress)
+    run = SendRun(ctx, compose or Composer(settings, body_8bit=True), progress=progress)
     return run.run()
 
 

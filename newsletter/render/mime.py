@@ -9,6 +9,7 @@ quoted-printable, and the MIME structure around them.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
@@ -23,6 +24,61 @@ from newsletter.render.qp import quoted_printable
 _POLICY = email_policy.SMTP.clone(refold_source="none")
 _POLICY_UTF8 = email_policy.SMTPUTF8.clone(refold_source="none")
 _MAX_8BIT_LINE = 998  # RFC 5321: a line of at most 998 octets before CRLF
+# HTML lines are cut to at most this many bytes (short_lines), so the body can go 8bit.
+MAX_HTML_LINE = 990
+# A space between two attributes of a tag: after a value's closing quote, before the
+# next name and its opening quote (a raw '"' is never inside a double-quoted value).
+_ATTR_NAME = re.compile(rb'[A-Za-z_:][-\w:.]*="')
+# Elements whose content a space-to-newline change could alter (or does not parse as text).
+_RAW_TEXT = re.compile(rb"<(?:style|script|pre|textarea|title)\b", re.IGNORECASE)
+
+
+def short_lines(doc: bytes) -> bytes:
+    """``doc`` (HTML, UTF-8) with every line longer than :data:`MAX_HTML_LINE` bytes cut at
+    spaces that can end a line without changing what the document means; ``doc`` itself
+    when no line is that long.
+
+    A space is cut (it becomes the LF) only where HTML treats a newline as it treats a
+    space: in text between tags (none of the templates' elements preserve white space)
+    or between two attributes inside a tag — never inside an attribute value or a
+    comment, nor on a line holding a ``<style>``, ``<pre>``, ``<script>``,
+    ``<textarea>`` or ``<title>``. Where no such space is within reach, the line is
+    cut at the next one and stays long (the MIME builder then sends that body
+    quoted-printable). Both render paths call
+    this on their finished HTML, so they stay byte-identical.
+    """
+    lines = doc.split(b"\n")
+    if max(map(len, lines)) <= MAX_HTML_LINE:
+        return doc
+    return b"\n".join([_cut(line) if len(line) > MAX_HTML_LINE else line for line in lines])
+
+
+def _cut(line: bytes) -> bytes:
+    text_ok = _RAW_TEXT.search(line) is None
+
+    def safe(p: int) -> bool:
+        lt, gt = line.rfind(b"<", 0, p), line.rfind(b">", 0, p)
+        if lt <= gt:  # in text between tags (or before the first), unless in a comment
+            return text_ok and line.rfind(b"<!--", 0, p) <= line.rfind(b"-->", 0, p)
+        return line[p - 1] == 34 and _ATTR_NAME.match(line, p + 1) is not None  # '" name="'
+
+    pieces: list[bytes] = []
+    start = 0
+    while len(line) - start > MAX_HTML_LINE:
+        end = start + MAX_HTML_LINE + 1  # the space itself may sit at the limit
+        cut = line.rfind(b" ", start + 1, end)
+        while cut >= 0 and not safe(cut):
+            cut = line.rfind(b" ", start + 1, cut)
+        if cut < 0:  # nothing safe within reach: the first safe space beyond (a long line)
+            cut = line.find(b" ", end)
+            while cut >= 0 and not safe(cut):
+                cut = line.find(b" ", cut + 1)
+            if cut < 0:
+                break  # nowhere safe: the rest stays as it is
+        pieces.append(line[start:cut])
+        start = cut + 1
+    pieces.append(line[start:])
+    return b"\n".join(pieces)
 
 
 def _boundary(*bodies: str) -> str:
@@ -83,13 +139,14 @@ class Bodies:
 
     ``text`` and ``html``: the bodies' UTF-8 bytes, holding no CR and no lone surrogate;
     ``text_qp`` and ``html_qp``: their quoted-printable encodings as pieces (what
-    :func:`newsletter.render.qp.quoted_printable` gives for the body with a final LF).
+    :func:`newsletter.render.qp.quoted_printable` gives for the body with a final LF),
+    or None when not made (the builder encodes that body if it must).
     """
 
     text: bytes
     html: bytes
-    text_qp: Sequence[bytes]
-    html_qp: Sequence[bytes]
+    text_qp: Sequence[bytes] | None
+    html_qp: Sequence[bytes] | None
 
 
 def build_message(headers: Headers, text: str, html: str, *, body_8bit: bool = False) -> bytes:
@@ -113,8 +170,8 @@ def build_message_from(headers: Headers, bodies: Bodies, *, body_8bit: bool = Fa
     h.update(b"\x00")
     h.update(bodies.html)
     made = (
-        (_with_lf(bodies.text) if body_8bit else b"", bodies.text_qp),
-        (_with_lf(bodies.html) if body_8bit else b"", bodies.html_qp),
+        (_with_lf(bodies.text), bodies.text_qp),
+        (_with_lf(bodies.html), bodies.html_qp),
     )
     boundary = f"=_nl_{h.hexdigest()[:28]}"
     return _assemble(fields, headers.recipient, boundary, made, body_8bit)

@@ -38,6 +38,7 @@ from newsletter.render.mime import (
     build_message,
     build_message_from,
     reference_build_message,
+    short_lines,
 )
 from newsletter.render.plain import reflow, reflow_body
 from newsletter.render.qp import BAD_LINE
@@ -125,6 +126,9 @@ class Renderer:
             self.env, plain=set(EmailView.__dataclass_fields__) - {"cards", "more"}
         )
         self.fallback_reason = ""
+        # Bodies as 8bit (UTF-8 as it is, lines under 998 bytes) instead of quoted-
+        # printable: for SMTP, whose sender re-encodes for a server without 8BITMIME.
+        self.body_8bit = False
         # CPU seconds of this process, when a caller (the benchmark) wants them:
         # "render" (the whole email) and its parts "cards" (card drafts and the top
         # keywords), "view" (the view and subject), "html" and "text" (filling, with
@@ -347,10 +351,10 @@ class Renderer:
             reply_to=self.reply_to,
         )
         if bodies is not None and not stdlib_mime:
-            data = build_message_from(headers, bodies)
+            data = build_message_from(headers, bodies, body_8bit=self.body_8bit)
         else:
             build = reference_build_message if stdlib_mime else build_message
-            data = build(headers, _str(text), _str(html))
+            data = build(headers, _str(text), _str(html), body_8bit=self.body_8bit)
         self._spent("mime", started)
         shown = req.matches[: n_cards + n_listed]
         return RenderedEmail(
@@ -398,6 +402,10 @@ class Renderer:
             text, text_lines = reflow(_str(text)).encode("utf-8", "surrogatepass"), [BAD_LINE]
         else:
             text, text_lines = reflowed
+        html_qp: list[bytes] | None = html_lines
+        short = short_lines(html)
+        if short is not html:  # long lines cut: the lines' encodings no longer fit
+            html, html_qp = short, None
         if new_html or new_text:
             # A shape was compiled from this email: prove it on this email.
             ref_html, ref_text, _ = self._reference(template, view)
@@ -407,7 +415,7 @@ class Renderer:
         if b"\r" in html or b"\r" in text or BAD_LINE in html_lines or BAD_LINE in text_lines:
             # A CR to normalise or a lone surrogate: the MIME builder's own way.
             return _str(html), _str(text), None
-        return html, text, Bodies(text, html, text_lines, html_lines)
+        return html, text, Bodies(text, html, text_lines, html_qp)
 
     def _give_up(self, reason: str) -> None:
         log.warning(
@@ -419,7 +427,7 @@ class Renderer:
     def _reference(self, template: TemplateName, view: EmailView) -> tuple[str, str, Bodies | None]:
         ctx = _view_context(_materialized(view))
         try:
-            html = inline_css(self._template(f"{template}.html").render(ctx))
+            html = _short_str(inline_css(self._template(f"{template}.html").render(ctx)))
             text = reflow(self._template(f"{template}.txt").render(ctx))
         except TemplateError as e:
             raise RenderError(f"template {template}: {e}") from e
@@ -439,6 +447,13 @@ class Renderer:
             compiler = ShapeCompiler(render, postprocess=inline_css if html else None, html=html)
             self._compilers[name] = compiler
         return compiler
+
+
+def _short_str(html: str) -> str:
+    """:func:`short_lines` of a str (the reference path's HTML)."""
+    raw = html.encode("utf-8", "surrogatepass")
+    short = short_lines(raw)
+    return html if short is raw else short.decode("utf-8", "surrogatepass")
 
 
 def _str(part: str | bytes) -> str:
