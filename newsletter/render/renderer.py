@@ -14,6 +14,7 @@ reference path (logged once), so a custom template can be slower but never wrong
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +64,8 @@ from newsletter.render.views import (
 )
 
 log = logging.getLogger(__name__)
+# A lone surrogate as ``surrogatepass`` writes it (U+D800..U+DFFF): no valid UTF-8 has it.
+_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 
 # -- inputs and outputs ----------------------------------------------------------------
 
@@ -378,20 +381,21 @@ class Renderer:
         """(HTML, text, the bodies for the MIME builder when they were made on the way)."""
         if reference or not self.fast:
             return self._reference(template, view)
+        qp = not self.body_8bit  # 8bit bodies need no quoted-printable lines
         try:
             html_shapes = self._compiler(f"{template}.html")
             text_shapes = self._compiler(f"{template}.txt")
             try:
                 # Every shape known (all but the first few emails): fill in the drafts.
                 started = self._clock()
-                html, html_lines, new_html = html_shapes.fill_parts(view, compile=False)
+                html, html_lines, new_html = html_shapes.fill_parts(view, compile=False, qp=qp)
                 started = self._spent("html", started)
-                text, text_lines, new_text = text_shapes.fill_parts(view, compile=False)
+                text, text_lines, new_text = text_shapes.fill_parts(view, compile=False, qp=qp)
                 self._spent("text", started)
             except MissingShape:
                 view = _materialized(view)  # probes are made of real views
-                html, html_lines, new_html = html_shapes.fill_parts(view)
-                text, text_lines, new_text = text_shapes.fill_parts(view)
+                html, html_lines, new_html = html_shapes.fill_parts(view, qp=qp)
+                text, text_lines, new_text = text_shapes.fill_parts(view, qp=qp)
         except (ShapeError, AttributeError, TypeError, ValueError) as e:
             self._give_up(f"{template}: {e}")
             return self._reference(template, view)
@@ -402,7 +406,7 @@ class Renderer:
             text, text_lines = reflow(_str(text)).encode("utf-8", "surrogatepass"), [BAD_LINE]
         else:
             text, text_lines = reflowed
-        html_qp: list[bytes] | None = html_lines
+        html_qp: list[bytes] | None = html_lines if qp else None
         short = short_lines(html)
         if short is not html:  # long lines cut: the lines' encodings no longer fit
             html, html_qp = short, None
@@ -412,10 +416,16 @@ class Renderer:
             if not same_html(_str(html), ref_html) or _str(text) != ref_text:
                 self._give_up(f"{template}: the compiled shape differs from the reference render")
                 return ref_html, ref_text, None
-        if b"\r" in html or b"\r" in text or BAD_LINE in html_lines or BAD_LINE in text_lines:
+        if (
+            b"\r" in html
+            or b"\r" in text
+            or BAD_LINE in html_lines
+            or BAD_LINE in text_lines
+            or (not qp and (_SURROGATE.search(html) or _SURROGATE.search(text)))
+        ):
             # A CR to normalise or a lone surrogate: the MIME builder's own way.
             return _str(html), _str(text), None
-        return html, text, Bodies(text, html, text_lines, html_qp)
+        return html, text, Bodies(text, html, text_lines if qp else None, html_qp)
 
     def _give_up(self, reason: str) -> None:
         log.warning(

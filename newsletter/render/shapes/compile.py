@@ -146,17 +146,20 @@ class ShapeCompiler(Filler):
 
     # -- filling -----------------------------------------------------------------------
 
-    def fill_parts(self, root: object, *, compile: bool = True) -> tuple[bytes, list[bytes], bool]:
+    def fill_parts(
+        self, root: object, *, compile: bool = True, qp: bool = True
+    ) -> tuple[bytes, list[bytes], bool]:
         """The document for ``root`` in UTF-8 (``surrogatepass``), with its quoted-printable
         lines (see :meth:`Filler.fill_document`) and whether a shape had to be compiled.
 
         With ``compile=False`` a missing shape raises :class:`MissingShape` instead (the
         caller builds the real views first: probes cannot be made of lazy items).
+        ``qp=False``: no quoted-printable lines (an empty list), for 8bit bodies.
         """
         compiled = False
         while True:
             try:
-                doc, lines = self.fill_document(root, variant_of(root))
+                doc, lines = self.fill_document(root, variant_of(root), qp=qp)
                 return doc, lines, compiled
             except MissingShape:
                 if not compile:

@@ -225,22 +225,27 @@ class Filler:
         self._ready: dict[ShapeKey, Program] = {}
         self._programs: dict[tuple[ShapeKey, Hashable, frozenset[str]], Program] = {}
         self._start = _NO_LITERAL  # the literal whose end began the current line
+        self._qp = True  # make the quoted-printable lines too (not for an 8bit body)
 
-    def fill_document(self, root: object, variant: Variant) -> tuple[bytes, list[bytes]]:
+    def fill_document(
+        self, root: object, variant: Variant, *, qp: bool = True
+    ) -> tuple[bytes, list[bytes]]:
         """The document for ``root`` in UTF-8 (``surrogatepass``), and its quoted-printable
         lines (each with its CRLF; valid when the document holds no CR, and only without
         BAD_LINE among them).
 
+        With ``qp=False`` the lines are not made (an empty list): an 8bit body needs none.
         Raises :class:`MissingShape` when a shape is missing.
         """
         doc: list[bytes] = []
         cur: list[str] = []
         lines: list[bytes] = []
         self._start = _NO_LITERAL
+        self._qp = qp
         self._fill(((), variant), root, doc, cur, lines)
         last = "".join(cur)
         doc.append(last.encode("utf-8", "surrogatepass"))
-        if last or not lines:
+        if qp and (last or not lines):
             lines.append(encoded_line(last, self._start.tail_e, self._start.tail_n))
         return b"".join(doc), lines
 
@@ -270,6 +275,7 @@ class Filler:
         else:
             program = self._ready.get(key) or self._prepared(key)
         esc = self._esc
+        qp = self._qp
         for p in program:
             if type(p) is _Lit:
                 if p.nl:
@@ -277,10 +283,13 @@ class Filler:
                     line = "".join(cur)
                     doc.append(line.encode("utf-8", "surrogatepass"))
                     doc.append(p.between_b)
-                    start = self._start
-                    lines.append(encoded_line(line, start.tail_e, start.tail_n, p.head_e, p.head_n))
-                    if p.mid:
-                        lines.append(p.mid)
+                    if qp:
+                        start = self._start
+                        lines.append(
+                            encoded_line(line, start.tail_e, start.tail_n, p.head_e, p.head_n)
+                        )
+                        if p.mid:
+                            lines.append(p.mid)
                     cur.clear()
                     cur.append(p.tail)
                     self._start = p
@@ -303,9 +312,10 @@ class Filler:
         line = "".join(cur)
         doc.append(line.encode("utf-8", "surrogatepass"))
         doc.append(piece[len(first) : len(piece) - len(last)].encode("utf-8", "surrogatepass"))
-        start = self._start
-        lines.append(encoded_line(line, start.tail_e, start.tail_n))
-        lines.extend([encoded_line(line) for line in inner])
+        if self._qp:
+            start = self._start
+            lines.append(encoded_line(line, start.tail_e, start.tail_n))
+            lines.extend([encoded_line(line) for line in inner])
         cur.clear()
         cur.append(last)
         self._start = _NO_LITERAL
