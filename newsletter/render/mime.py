@@ -47,10 +47,18 @@ def short_lines(doc: bytes) -> bytes:
     quoted-printable). Both render paths call
     this on their finished HTML, so they stay byte-identical.
     """
+    return cut_lines(doc)[0]
+
+
+def cut_lines(doc: bytes) -> tuple[bytes, int]:
+    """:func:`short_lines` of ``doc``, and the length of its longest line then."""
     lines = doc.split(b"\n")
-    if max(map(len, lines)) <= MAX_HTML_LINE:
-        return doc
-    return b"\n".join([_cut(line) if len(line) > MAX_HTML_LINE else line for line in lines])
+    longest = max(map(len, lines))
+    if longest <= MAX_HTML_LINE:
+        return doc, longest
+    lines = [_cut(line) if len(line) > MAX_HTML_LINE else line for line in lines]
+    cut = b"\n".join(lines)
+    return cut, max(len(x) for line in lines for x in line.split(b"\n"))
 
 
 def _cut(line: bytes) -> bytes:
@@ -119,16 +127,20 @@ def _raw_bodies(text: str, html: str) -> tuple[bytes, bytes, str]:
 
 
 def _body(
-    raw: bytes, body_8bit: bool, encoded: Sequence[bytes] | None
+    raw: bytes, body_8bit: bool, encoded: Sequence[bytes] | None, longest: int | None = None
 ) -> tuple[str, Sequence[bytes]]:
     """(Content-Transfer-Encoding, CRLF-terminated body bytes as pieces) for one part.
 
     ``raw`` is UTF-8 with LF line ends, the last one included. 8bit keeps it as is (a
     server offering 8BITMIME takes it; ``SmtpSender`` re-encodes for one that does not)
     unless a line would reach RFC 5321's 998-byte limit; quoted-printable (lines of at
-    most 76) is safe for any relay; ``encoded`` is that encoding when already made.
+    most 76) is safe for any relay; ``encoded`` is that encoding when already made,
+    ``longest`` the length of the longest line when known.
     """
-    if body_8bit and max(map(len, raw.split(b"\n"))) < _MAX_8BIT_LINE:
+    if (
+        body_8bit
+        and (longest if longest is not None else max(map(len, raw.split(b"\n")))) < _MAX_8BIT_LINE
+    ):
         return ("7bit" if raw.isascii() else "8bit"), (raw.replace(b"\n", b"\r\n"),)
     return "quoted-printable", encoded if encoded is not None else (quoted_printable(raw),)
 
@@ -147,6 +159,7 @@ class Bodies:
     html: bytes
     text_qp: Sequence[bytes] | None
     html_qp: Sequence[bytes] | None
+    html_longest: int | None = None  # bytes in its longest line, when known
 
 
 def build_message(headers: Headers, text: str, html: str, *, body_8bit: bool = False) -> bytes:
@@ -158,7 +171,7 @@ def build_message(headers: Headers, text: str, html: str, *, body_8bit: bool = F
     """
     fields = header_fields(headers)
     text_raw, html_raw, boundary = _raw_bodies(text, html)
-    bodies = ((text_raw, None), (html_raw, None))
+    bodies = ((text_raw, None, None), (html_raw, None, None))
     return _assemble(fields, headers.recipient, boundary, bodies, body_8bit)
 
 
@@ -170,11 +183,16 @@ def build_message_from(headers: Headers, bodies: Bodies, *, body_8bit: bool = Fa
     h.update(b"\x00")
     h.update(bodies.html)
     made = (
-        (_with_lf(bodies.text), bodies.text_qp),
-        (_with_lf(bodies.html), bodies.html_qp),
+        (_with_lf(bodies.text), bodies.text_qp, None),
+        (_with_lf(bodies.html), bodies.html_qp, bodies.html_longest),
     )
     boundary = f"=_nl_{h.hexdigest()[:28]}"
     return _assemble(fields, headers.recipient, boundary, made, body_8bit)
+
+
+# A body for _assemble: its bytes (LF line ends), its quoted-printable pieces if made,
+# the length of its longest line if known.
+_Made = tuple[bytes, Sequence[bytes] | None, int | None]
 
 
 def _with_lf(raw: bytes) -> bytes:
@@ -185,7 +203,7 @@ def _assemble(
     parts: HeaderFields,
     recipient: Mailbox,
     boundary: str,
-    bodies: tuple[tuple[bytes, Sequence[bytes] | None], tuple[bytes, Sequence[bytes] | None]],
+    bodies: tuple[_Made, _Made],
     body_8bit: bool,
 ) -> bytes:
     head = "".join(f"{name}: {value}\r\n" for name, value in parts.fields)
@@ -197,8 +215,8 @@ def _assemble(
         out = [head.encode("utf-8" if parts.utf8 else "ascii")]
     except UnicodeError as e:
         raise RenderError(f"cannot serialise the message to {recipient.addr}: {e}") from e
-    for subtype, (raw, encoded) in zip(("plain", "html"), bodies, strict=True):
-        cte, data = _body(raw, body_8bit, encoded)
+    for subtype, (raw, encoded, longest) in zip(("plain", "html"), bodies, strict=True):
+        cte, data = _body(raw, body_8bit, encoded, longest)
         out.append(
             f"--{boundary}\r\n"
             f'Content-Type: text/{subtype}; charset="utf-8"\r\n'

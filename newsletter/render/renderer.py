@@ -38,6 +38,7 @@ from newsletter.render.mime import (
     Bodies,
     build_message,
     build_message_from,
+    cut_lines,
     reference_build_message,
     short_lines,
 )
@@ -407,7 +408,7 @@ class Renderer:
         else:
             text, text_lines = reflowed
         html_qp: list[bytes] | None = html_lines if qp else None
-        short = short_lines(html)
+        short, longest = cut_lines(html)
         if short is not html:  # long lines cut: the lines' encodings no longer fit
             html, html_qp = short, None
         if new_html or new_text:
@@ -425,7 +426,7 @@ class Renderer:
         ):
             # A CR to normalise or a lone surrogate: the MIME builder's own way.
             return _str(html), _str(text), None
-        return html, text, Bodies(text, html, text_lines if qp else None, html_qp)
+        return html, text, Bodies(text, html, text_lines if qp else None, html_qp, longest)
 
     def _give_up(self, reason: str) -> None:
         log.warning(
