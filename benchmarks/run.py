@@ -590,6 +590,7 @@ COLUMNS = (
     ("generate/s (wall)", "emails_per_second", "{:,.0f}"),
     ("compose/s (wall)", "generation_emails_per_second", "{:,.0f}"),
     ("x ref whole (same cores)", "speedup_vs_reference", "{:.1f}"),
+    ("x ref whole CPU", "cpu_speedup_vs_reference", "{:.1f}"),
     ("x ref render (1 core CPU)", "render_speedup_vs_reference", "{:.1f}"),
     ("CPU µs/email", "cpu_us_total", "{:,.0f}"),
     ("RSS MB", "peak_rss_mb", "{:,.0f}"),
