@@ -45,7 +45,7 @@ def atom_feed(articles: Sequence[Article]) -> str:
 def measure_rss2email(articles: Sequence[Article]) -> dict[str, Any]:
     """rss2email's CPU per email for ``articles``, or ``{}`` when it is not installed."""
     try:
-        from rss2email import config as r2e_config  # type: ignore[import-untyped]
+        from rss2email import config as r2e_config
         from rss2email import feed as r2e_feed
     except ImportError:
         return {}

@@ -26,7 +26,7 @@ class SentCopy:
     subscriber_id: int
     period: str
     subject: str
-    message: bytes  # the MIME message as sent
+    compressed: bytes  # the MIME message as sent, through :func:`compress_copy`
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,12 @@ class KeptDigest:
     subject: str
     created_at: datetime
     expires_at: datetime
+
+
+def compress_copy(message: bytes) -> bytes:
+    """A sent message as kept: zlib level 1, half the CPU of the default level for a
+    third more bytes. Composing calls it (on every core), not the sending process."""
+    return zlib.compress(message, 1)
 
 
 def keep_copies(session: Session, copies: Sequence[SentCopy], *, now: datetime, days: int) -> int:
@@ -60,7 +66,7 @@ def keep_copies(session: Session, copies: Sequence[SentCopy], *, now: datetime, 
                 subscriber_id=c.subscriber_id,
                 period=c.period,
                 subject=c.subject,
-                message=zlib.compress(c.message, 6),
+                message=c.compressed,
                 created_at=now,
                 expires_at=until,
             )

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from newsletter import tokens
 from newsletter.config import Settings
 from newsletter.db.candidates import CandidateWindow, candidate_windows
+from newsletter.db.copies import compress_copy
 from newsletter.db.subscribers import link_keys, load_profiles
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
@@ -218,6 +219,9 @@ class Composer:
         if not jobs:
             return out
         sent_at = max(j.window_end for j in jobs)
+        # View in browser's copy is compressed here, on the composing cores, not by the
+        # one process that talks SMTP.
+        keep = self.settings.web.keep_digests_days > 0
         for c in self.compose(session, jobs, sent_at=sent_at):
             if c.email is not None:
                 out[c.subscriber_id] = Draft(
@@ -227,6 +231,7 @@ class Composer:
                     message_id=c.email.message_id,
                     data=c.email.data,
                     entries=c.entries,
+                    kept=compress_copy(c.email.data) if keep else None,
                 )
         return out
 

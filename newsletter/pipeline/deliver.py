@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
 from newsletter.db import outbox, session_scope
-from newsletter.db.copies import SentCopy, keep_copies
+from newsletter.db.copies import SentCopy, compress_copy, keep_copies
 from newsletter.db.outbox.bulk import SendingMark, SentMark
 from newsletter.delivery import (
     OutgoingMessage,
@@ -210,7 +210,8 @@ class Delivery:
         # Written with the next group of marks (see ``group_commit``), not waited for.
         self.marks.sent(SentMark(claim.id, receipt.reply, self.ctx.clock.now()))
         if self.ctx.settings.web.keep_digests_days > 0:
-            copy = SentCopy(claim.id, claim.subscriber_id, claim.period, draft.subject, draft.data)
+            kept = draft.kept if draft.kept is not None else compress_copy(draft.data)
+            copy = SentCopy(claim.id, claim.subscriber_id, claim.period, draft.subject, kept)
             with self._copies_lock:
                 self._copies.append(copy)
         log.debug(

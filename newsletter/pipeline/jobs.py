@@ -45,6 +45,7 @@ class Draft:
     message_id: str
     data: bytes
     entries: tuple[tuple[int, float], ...]  # (entry id, score), in rank order
+    kept: bytes | None = None  # ``data`` as View in browser keeps it, when it does
 
 
 @dataclass(frozen=True, slots=True)
