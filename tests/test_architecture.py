@@ -244,3 +244,52 @@ def test_at_most_ten_top_level_modules_and_none_over_500_lines() -> None:
         if (n := len(m.path.read_text(encoding="utf-8").splitlines())) > 500
     ]
     assert long == []
+
+
+# The public API of named tuples, which starts with an underscore to stay out of the way.
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
+
+
+def _private_defined(tree: ast.Module) -> set[str]:
+    """The ``_names`` a module defines itself: functions, methods, class attributes,
+    ``self._x = ...`` and ``__slots__`` entries."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ = ("_a", "_b")
+    return {n for n in names if n.startswith("_")}
+
+
+def _private_reaches(module: Module) -> list[str]:
+    own = _private_defined(module.tree)
+    rel = module.path.relative_to(PACKAGE.parent)
+    return [
+        f"{rel}:{node.lineno} uses {ast.unparse(node)}"
+        for node in ast.walk(module.tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own | NAMEDTUPLE_API
+        and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+    ]
+
+
+def test_no_module_reaches_into_another_modules_private_members() -> None:
+    """A class's ``_private`` methods are its own: another module uses its public API
+    (``pipeline.batch`` runs a queued batch with ``SendRun.run_batches``)."""
+    problems = [p for m in MODULES.values() for p in _private_reaches(m)]
+    assert problems == []
+
+
+def test_the_private_member_check_sees_a_reach() -> None:
+    source = "def f(run):\n    run._loop()\n    run.finish()\n"
+    module = Module("newsletter.x", PACKAGE / "x.py", ast.parse(source))
+    assert _private_reaches(module) == ["newsletter/x.py:2 uses run._loop"]

@@ -98,15 +98,7 @@ def run_batch(
         rng=random.Random(),
     )
     run = SendRun(ctx, compose or Composer(settings, body_8bit=True), progress=None)
-    run.digest_ids = list(digest_ids)
-    run.reader = None  # one batch: compose then deliver, nothing to overlap with
-    try:
-        run._loop()
-    except BaseException:
-        run.summary.interrupted = True
-        run._finish(crashed=True)
-        raise
-    return run._finish()
+    return run.run_batches(digest_ids)
 
 
 __all__ = ["plan_batches", "run_batch"]

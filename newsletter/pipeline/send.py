@@ -208,16 +208,33 @@ class SendRun:
         except BaseException:
             self.summary.interrupted = True
             try:
-                self._finish(crashed=True)
+                self.finish(crashed=True)
             except SQLAlchemyError:  # the database may be why we are here
                 log.exception("could not record the end of send run %s", self.summary.run_id)
             raise
         finally:
             if self.reader is not None and self.reader is not self.ctx.engine:
                 self.reader.dispose()
-        return self._finish()
+        return self.finish()
 
-    def _finish(self, *, crashed: bool = False) -> SendSummary:
+    def run_batches(self, digest_ids: Sequence[int]) -> SendSummary:
+        """Claim, compose, deliver and record only ``digest_ids`` (a queued batch task).
+
+        No planning and no run row: the planner created the digests. Composing does not
+        overlap delivery — one batch has nothing to overlap with. Ends with :meth:`finish`.
+        """
+        self.digest_ids = list(digest_ids)
+        self.reader = None
+        try:
+            self._loop()
+        except BaseException:
+            self.summary.interrupted = True
+            self.finish(crashed=True)
+            raise
+        return self.finish()
+
+    def finish(self, *, crashed: bool = False) -> SendSummary:
+        """Hand back what this run still holds and count what is left (end of any run)."""
         now = self.ctx.clock.now()
         with session_scope(self.ctx.engine) as session:
             # Whatever this run still holds goes back at once, not when the lease ends.
