@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -107,6 +108,50 @@ def test_a_task_delivered_twice_does_nothing_the_second_time(
         assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
         # Planned again, nothing is left to name.
         assert plan_batches(engine, settings, SendOptions(force=True)) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_worker_composes_every_batch_with_one_composer(
+    pg_url: str, smtp_server: SmtpTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matching index and the compiled shapes are built once per worker process,
+    not once per task: a send's batches share one window of entries."""
+    import newsletter.pipeline.compose as compose
+
+    built: list[int] = []
+
+    class CountingMatcher(compose.Matcher):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(compose, "Matcher", CountingMatcher)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    engine = connect(pg_url)
+    try:
+        emails = seed(engine, 6)
+        settings = settings_from_mapping(
+            {
+                "database": {"url": pg_url},
+                "newsletter": {
+                    "delivery": "smtp",
+                    "from": "Digest <d@example.org>",
+                    "base_url": "https://digest.example.org",
+                },
+                "smtp": smtp_server.smtp_config(),
+                "queue": {"broker_url": "redis://127.0.0.1:6379/15", "batch_size": 2},
+            },
+            base_dir=tmp_path,
+        )
+        batches = plan_batches(engine, settings, SendOptions(force=True))
+        assert len(batches) == 3
+        task = make_app(settings).tasks[TASK_SEND_BATCH]
+        assert sum(task.apply(args=[b]).get()["sent"] for b in batches) == 6
+        assert smtp_server.per_recipient() == Counter(dict.fromkeys(emails, 1))
+        assert len(built) == 1, "a task rebuilt the matching index"
+        # The kept composer is a send's: 8-bit bodies, as a local send writes them.
+        assert all(b"Content-Transfer-Encoding: 8bit" in m.data for m in smtp_server.messages)
     finally:
         engine.dispose()
 
