@@ -38,11 +38,18 @@ test: lint pytest
 
 # make bench [N=10000]: the send pipeline's speed on this machine (README, Performance),
 # with rss2email on the same entries as a peer (the bench extra), then the CLI's start-up
-# time (benchmarks/cli_startup.py)
+# time (benchmarks/cli_startup.py), then the queue mode (README, Scaling out: Celery
+# workers and the PostgreSQL outbox; skipped, saying why, without PostgreSQL or
+# redis-server). make bench QUEUE=1: the queue mode alone.
+QUEUE ?=
 bench: venv
+ifeq ($(QUEUE),)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run $(if $(N),--n $(N),)
 	$(BIN)/python -m benchmarks.cli_startup
+endif
+	$(BIN)/python -m benchmarks.queue
+	$(BIN)/python -m benchmarks.outbox_pg
 
 # make soak [DAYS=30 SEEDS=1,2,3,4,5 DATABASE=sqlite|postgresql+psycopg://...]: a simulated
 # month of SMTP faults, kills and concurrent sends; non-zero on any duplicate, loss or hang
