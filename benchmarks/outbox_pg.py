@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.outbox_pg", description=__doc__.split("\n")[0]
     )
     ap.add_argument("--n", type=int, default=5000, help="digests (one per subscriber)")
-    ap.add_argument("--processes", default="1,2,4", help="writing processes, comma-separated")
+    ap.add_argument("--processes", default="1,2,4,8", help="writing processes, comma-separated")
     ap.add_argument("--batch", type=int, default=100, help="digests per claim")
     ap.add_argument("--threads", type=int, default=4, help="marking threads (SMTP connections)")
     ap.add_argument("--entries-per-digest", type=int, default=10)
