@@ -116,26 +116,27 @@ def ensure_digests(session: Session, due: Sequence[tuple[int, str]], *, now: dat
     one digest, not two (see :func:`_supersede`).
     """
     created = 0
+    # One statement with many parameter sets (compiled once, cached): a multi-row
+    # VALUES would be compiled again for every chunk, which costs more than running it.
+    stmt = (
+        dialect_insert(session, Digest)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "period"])
+        .returning(Digest.id)
+    )
+    conn = session.connection()
     for chunk in chunks(list(due)):
-        stmt = (
-            dialect_insert(session, Digest)
-            .values(
-                [
-                    {
-                        "subscriber_id": sid,
-                        "period": period,
-                        "status": PENDING,
-                        "n_entries": 0,
-                        "attempts": 0,
-                        "created_at": now,
-                    }
-                    for sid, period in chunk
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "period"])
-            .returning(Digest.id)
-        )
-        created += len(session.execute(stmt).all())
+        rows = [
+            {
+                "subscriber_id": sid,
+                "period": period,
+                "status": PENDING,
+                "n_entries": 0,
+                "attempts": 0,
+                "created_at": now,
+            }
+            for sid, period in chunk
+        ]
+        created += len(conn.execute(stmt, rows).all())
     by_period: dict[str, list[int]] = defaultdict(list)
     for sid, period in due:
         by_period[period].append(sid)
