@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -16,6 +17,7 @@ from newsletter.db.outbox.bulk import (
     SendingMark,
     SentMark,
     SkippedMark,
+    held_for_group,
     mark_sending_many,
     mark_sent_many,
     mark_skipped_many,
@@ -189,6 +191,41 @@ def test_many_connections_all_get_their_results(engine: Engine) -> None:
     assert results == dict.fromkeys(ids, "ok")
     marks.flush()
     assert [d.status for d in digests(engine)] == ["sent"] * n
+
+
+def test_one_query_says_which_of_a_groups_marks_are_still_ours(engine: Engine) -> None:
+    a, b, c, d = add_subscribers(engine, [f"{x}@example.org" for x in "abcd"])
+    (e1,) = add_entries(engine, ["Bilevel"], first_seen=NOW)
+    da, db, dc, dd = _claims(engine, [a, b, c, d])
+    with session_scope(engine) as s:
+        assert mark_sending_many(s, "w1", [_mark(da, a, [e1]), _mark(db, b, [])]) == {
+            da: "ok",
+            db: "ok",
+        }
+    with session_scope(engine) as s:
+        # Sending wants pending rows, sent wants sending rows; both only this worker's.
+        assert held_for_group(s, "w1", [dc, db], [da, dd]) == ({dc}, {da})
+    with session_scope(engine) as s:
+        assert held_for_group(s, "intruder", [dc], [da]) == (set(), set())
+        with pytest.raises(ValueError):
+            held_for_group(s, "w1", [dc], [dc])
+
+
+def test_a_group_with_both_kinds_of_marks_writes_each_as_alone(engine: Engine) -> None:
+    a, b = add_subscribers(engine, ["a@example.org", "b@example.org"])
+    (e1,) = add_entries(engine, ["Bilevel"], first_seen=NOW)
+    da, db = _claims(engine, [a, b])
+    marks = OutboxMarks(engine, "w1")
+    assert marks.sending(_mark(da, a, [e1])) == "ok"
+    marks.sent(SentMark(da, "250 ok", NOW))
+    marks.sent(SentMark(db, "250 ok", NOW))  # never marked sending: stays pending
+    before = marks.transactions
+    assert marks.sending(_mark(db, b, [e1])) == "ok"  # the same transaction as da's sent
+    assert marks.transactions == before + 1
+    rows = {x.id: x for x in digests(engine)}
+    assert (rows[da].status, rows[da].smtp_reply, rows[da].attempts) == ("sent", "250 ok", 1)
+    assert (rows[db].status, rows[db].smtp_reply, rows[db].attempts) == ("sending", None, 0)
+    assert digest_entry_ids(engine, db) == [e1]
 
 
 def test_a_sent_mark_waits_for_the_next_transaction_not_for_its_own(engine: Engine) -> None:

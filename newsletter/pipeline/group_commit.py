@@ -28,6 +28,7 @@ from newsletter.db.outbox.bulk import (
     GroupConflict,
     SendingMark,
     SentMark,
+    held_for_group,
     mark_sending_many,
     mark_sent_many,
 )
@@ -131,8 +132,15 @@ class OutboxMarks:
         self.transactions += 1
         try:
             with session_scope(self.engine) as session:
-                recorded = mark_sent_many(session, self.worker, sent)
-                results = mark_sending_many(session, self.worker, marks)
+                # Which are still ours, for both kinds of marks in one query (the ids
+                # never overlap: a "sent" mark follows its own committed "sending").
+                pending: set[int] | None = None
+                sending: set[int] | None = None
+                to_send, done = [m.digest_id for m in marks], [m.digest_id for m in sent]
+                if to_send and done and set(to_send).isdisjoint(done):
+                    pending, sending = held_for_group(session, self.worker, to_send, done)
+                recorded = mark_sent_many(session, self.worker, sent, held=sending)
+                results = mark_sending_many(session, self.worker, marks, held=pending)
         except GroupConflict:
             # Rare (PostgreSQL, a concurrent send of the same subscriber): one by one.
             with session_scope(self.engine) as session:

@@ -76,8 +76,16 @@ def _statements(dialect: str) -> dict[str, Any]:
         d.c.status == bindparam("status"),
         d.c.claimed_by == bindparam("worker"),
     )
+    # One query for both kinds of a group's marks: "sending" wants them pending, "sent"
+    # wants them sending (a group's two id lists never share an id).
+    held_both = select(d.c.id, d.c.status).where(
+        d.c.id.in_(bindparam("ids", expanding=True)),
+        d.c.status.in_([PENDING, SENDING]),
+        d.c.claimed_by == bindparam("worker"),
+    )
     return {
         "held": held.with_for_update() if dialect == "postgresql" else held,
+        "held_both": held_both.with_for_update() if dialect == "postgresql" else held_both,
         "entries": insert(de)
         .on_conflict_do_nothing(index_elements=["subscriber_id", "entry_id"])
         .returning(de.c.id),
@@ -140,6 +148,25 @@ def _held(session: Session, worker: str, ids: Sequence[int], status: str) -> set
     return held
 
 
+def held_for_group(
+    session: Session, worker: str, sending: Sequence[int], sent: Sequence[int]
+) -> tuple[set[int], set[int]]:
+    """(ids of ``sending`` still pending and ours, ids of ``sent`` still sending and ours)
+    in one query instead of two: what :func:`mark_sending_many` and
+    :func:`mark_sent_many` are given as ``held`` by a group commit."""
+    conn, stmts = _run(session)
+    wanted = {PENDING: set(sending), SENDING: set(sent)}
+    if wanted[PENDING] & wanted[SENDING]:
+        raise ValueError("a digest cannot be marked sending and sent in one group")
+    found: dict[str, set[int]] = {PENDING: set(), SENDING: set()}
+    for chunk in chunks([*sending, *sent]):
+        rows = conn.execute(stmts["held_both"], {"ids": list(chunk), "worker": worker})
+        for digest_id, status in rows:
+            if digest_id in wanted[status]:
+                found[status].add(digest_id)
+    return found[PENDING], found[SENDING]
+
+
 def _taken(session: Session, marks: Sequence[SendingMark]) -> set[tuple[int, int]]:
     """(subscriber, entry) pairs already in a digest other than the one being marked."""
     conn, stmts = _run(session)
@@ -158,18 +185,24 @@ def _taken(session: Session, marks: Sequence[SendingMark]) -> set[tuple[int, int
 
 
 def mark_sending_many(
-    session: Session, worker: str, marks: Sequence[SendingMark]
+    session: Session,
+    worker: str,
+    marks: Sequence[SendingMark],
+    *,
+    held: set[int] | None = None,
 ) -> dict[int, MarkResult]:
     """``mark_sending`` for each of ``marks``: digest id -> "ok", "lost" or "stale".
 
     Only the "ok" ones are changed. Two marks of one group that carry the same entry
     for the same subscriber: the first wins, the second is stale (as if it came
     second). Raises :class:`GroupConflict` if a concurrent transaction inserted one of
-    the entries after the check; the caller must roll back.
+    the entries after the check; the caller must roll back. ``held``: the ids still
+    pending and ours, when the caller already read them (:func:`held_for_group`).
     """
     if not marks:
         return {}
-    held = _held(session, worker, [m.digest_id for m in marks], PENDING)
+    if held is None:
+        held = _held(session, worker, [m.digest_id for m in marks], PENDING)
     results: dict[int, MarkResult] = {m.digest_id: "lost" for m in marks}
     live = [m for m in marks if m.digest_id in held]
     taken = _taken(session, live)
@@ -223,12 +256,15 @@ def mark_sending_many(
     return results
 
 
-def mark_sent_many(session: Session, worker: str, marks: Sequence[SentMark]) -> set[int]:
+def mark_sent_many(
+    session: Session, worker: str, marks: Sequence[SentMark], *, held: set[int] | None = None
+) -> set[int]:
     """``sending`` -> ``sent`` for each of ``marks`` (the server accepted the message);
-    the ids that were still ``sending`` and ours."""
+    the ids that were still ``sending`` and ours (``held``, when the caller read them)."""
     if not marks:
         return set()
-    held = _held(session, worker, [m.digest_id for m in marks], SENDING)
+    if held is None:
+        held = _held(session, worker, [m.digest_id for m in marks], SENDING)
     todo = [m for m in marks if m.digest_id in held]
     if todo:
         conn, stmts = _run(session)
