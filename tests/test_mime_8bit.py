@@ -230,3 +230,34 @@ def test_the_cut_page_looks_exactly_like_the_uncut_one(
             text = web_driver.execute_script("return document.body.innerText")
             seen.append((width, web_driver.get_screenshot_as_png(), text))
     assert seen[:2] == seen[2:]
+
+
+def test_8bit_text_is_reflowed_without_encoding_its_lines_and_the_bytes_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from newsletter.render import plain
+    from newsletter.render import renderer as renderer_module
+
+    lone = "reward models \ud800 and preference data " * 12  # a long line, unencodable
+    reqs = [*_requests(), request(profile(), [_with_summary(sample_matches(2)[1], lone)])]
+    _, eight = _renderers()
+    fast = [eight.render(r) for r in reqs]  # type: ignore[arg-type]
+    calls: list[bool] = []
+
+    def encoding_every_line(raw: bytes, encoded: list[bytes], *, qp: bool = True) -> object:
+        calls.append(qp)
+        return plain.reflow_body(raw, encoded, qp=True)  # what 8bit bodies did before
+
+    monkeypatch.setattr(renderer_module, "reflow_body", encoding_every_line)
+    _, before = _renderers()
+    slow = [before.render(r) for r in reqs]  # type: ignore[arg-type]
+    assert calls and not any(calls)  # 8bit asked for no encoded lines
+    assert [e.data if e else None for e in fast] == [e.data if e else None for e in slow]
+    long_text = ("word " * 40 + "\n") * 3
+    raw = long_text.encode()
+    got = plain.reflow_body(raw, [], qp=False)
+    assert got is not None and got[1] == []
+    assert got[0] == plain.reflow_body(raw, [], qp=True)[0]  # type: ignore[index]
+    bad = ("w\ud800rd " * 30 + "\n").encode("utf-8", "surrogatepass")
+    assert plain.reflow_body(bad, [], qp=True) is None  # the QP path gives up on it ...
+    assert b"\xed\xa0\x80" in plain.reflow_body(bad, [], qp=False)[0]  # type: ignore[index]

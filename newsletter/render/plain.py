@@ -103,17 +103,24 @@ def _label(cur: str, first: bool, prefix: str) -> bool:
     return first and len(text) <= LABEL_MAX and text.endswith(":")
 
 
-def reflow_body(raw: bytes, encoded: list[bytes]) -> tuple[bytes, list[bytes]] | None:
+def reflow_body(
+    raw: bytes, encoded: list[bytes], *, qp: bool = True
+) -> tuple[bytes, list[bytes]] | None:
     """The fast path's text body and its quoted-printable pieces, reflowed: the same
     (``raw``, ``encoded``) when no line is too long, None when a line cannot be
     encoded (the MIME builder then does the body). The lines are encoded again one by
-    one (``encoded_line`` remembers them: most recur from one email to the next)."""
+    one (``encoded_line`` remembers them: most recur from one email to the next).
+
+    ``qp=False`` (an 8bit body, which needs no pieces): the reflowed bytes and no
+    pieces; a lone surrogate is then left for the caller's byte scan to find."""
     if all(len(line) <= WIDTH for line in raw.split(b"\n")):
         return raw, encoded  # (bytes overcount non-ASCII characters: no false "no")
     text = raw.decode("utf-8", "surrogatepass")
     wrapped = reflow(text)
     if wrapped == text:
         return raw, encoded
+    if not qp:
+        return wrapped.encode("utf-8", "surrogatepass"), []
     body = wrapped if wrapped.endswith("\n") else wrapped + "\n"
     pieces = [encoded_line(line) for line in body.split("\n")[:-1]]
     if BAD_LINE in pieces:

@@ -402,7 +402,9 @@ class Renderer:
             return self._reference(template, view)
         except TemplateError as e:
             raise RenderError(f"template {template}: {e}") from e
-        reflowed = reflow_body(text, text_lines)  # as _reference does, on the bytes
+        # As _reference does, on the bytes; an 8bit body's lines are not encoded (the
+        # surrogate scan below finds what would have made one unencodable).
+        reflowed = reflow_body(text, text_lines, qp=qp)
         if reflowed is None:
             text, text_lines = reflow(_str(text)).encode("utf-8", "surrogatepass"), [BAD_LINE]
         else:
