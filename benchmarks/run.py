@@ -46,7 +46,8 @@ from newsletter.db import session_scope
 from newsletter.db.candidates import load_candidates
 from newsletter.db.core import connect
 from newsletter.db.entries import store_entries, sync_feeds
-from newsletter.db.subscribers import active_subscriber_ids, load_profiles, sync_subscribers
+from newsletter.db.subscriber_reads import active_subscriber_ids, load_profiles
+from newsletter.db.subscribers import sync_subscribers
 from newsletter.delivery import OutgoingMessage, Receipt, Sender
 from newsletter.delivery.smtp import SmtpSender
 from newsletter.domain import Article, Match, ParsedEntry, Profile

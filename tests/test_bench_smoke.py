@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from benchmarks.run import NOW, bench_settings, load_workload, main
 from newsletter.db.core import connect
-from newsletter.db.subscribers import active_subscriber_ids
+from newsletter.db.subscriber_reads import active_subscriber_ids
 from newsletter.pipeline.compose import Composer
 from newsletter.pipeline.jobs import DigestJob
 from newsletter.pipeline.parallel import ProcessComposer

@@ -139,7 +139,7 @@ def test_preview_composes_what_send_would(preview_world: tuple[Settings, Engine]
     settings, engine = preview_world
     composer = Composer(settings, renderer=Renderer(settings.newsletter))
     with Session(engine) as session:
-        from newsletter.db.subscribers import active_subscriber_ids, load_profiles
+        from newsletter.db.subscriber_reads import active_subscriber_ids, load_profiles
 
         profiles = load_profiles(session, active_subscriber_ids(session))
         jobs = day_jobs(settings, profiles, now=NOW)
@@ -160,7 +160,7 @@ def test_batches_with_the_same_articles_share_one_index(
     settings, engine = preview_world
     composer = Composer(settings, renderer=Renderer(settings.newsletter))
     with Session(engine) as session:
-        from newsletter.db.subscribers import active_subscriber_ids, load_profiles
+        from newsletter.db.subscriber_reads import active_subscriber_ids, load_profiles
 
         profiles = load_profiles(session, active_subscriber_ids(session))
         jobs = [j for j in day_jobs(settings, profiles, now=NOW) if j.period == "2026-11-22"]

@@ -12,9 +12,10 @@ import pytest
 from newsletter.domain import Hit, Keyword, Match
 from newsletter.errors import RenderError
 from newsletter.render import RenderedEmail, Renderer
+from newsletter.render.excerpts import Segment, merge_spans, segments, trim_plan
 from newsletter.render.headers import mailbox
 from newsletter.render.templates import make_environment
-from newsletter.render.views import Segment, card_view, merge_spans, safe_url, segments, trim_plan
+from newsletter.render.views import card_view, safe_url
 from tests.support.digests import (
     ABSTRACT,
     UNSUB,

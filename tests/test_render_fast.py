@@ -18,20 +18,19 @@ import pytest
 from newsletter.domain import Field, Hit, Match
 from newsletter.render import Renderer
 from newsletter.render.cards import card_draft
+from newsletter.render.excerpts import Segment, wrap_text
 from newsletter.render.headers import Headers, mailbox
 from newsletter.render.mime import build_message
 from newsletter.render.runs import wrap_tidy
 from newsletter.render.shapes.compile import variant_of
 from newsletter.render.views import (
     CardView,
-    Segment,
     card_view,
     checked_url,
     clean,
     rank_keywords,
     safe_url,
     top_keywords,
-    wrap_text,
 )
 from tests.support.digests import (
     ABSTRACT,

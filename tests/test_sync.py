@@ -10,8 +10,7 @@ from sqlalchemy import Engine, func, select
 
 from newsletter.db import session_scope
 from newsletter.db.candidates import candidate_windows, load_candidates
-from newsletter.db.subscribers import (
-    SyncResult,
+from newsletter.db.subscriber_reads import (
     active_subscriber_ids,
     is_suppressed,
     list_subscribers,
@@ -19,6 +18,7 @@ from newsletter.db.subscribers import (
     subscriber_id,
     token_versions,
 )
+from newsletter.db.subscribers import SyncResult
 from newsletter.errors import ProfileError
 from newsletter.models import Suppression
 from newsletter.pipeline.sync import sync_directory

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, func, select, update
 
 from newsletter.config import Settings, load_settings, settings_from_mapping
 from newsletter.db import session_scope
-from newsletter.db.subscribers import load_profiles
+from newsletter.db.subscriber_reads import load_profiles
 from newsletter.db.suppressions import (
     get_suppression,
     is_suppressed,

@@ -14,11 +14,7 @@ from newsletter import clock
 from newsletter.cli.context import AppContext, fail, pass_app
 from newsletter.db import session_scope
 from newsletter.db.candidates import candidate_windows
-from newsletter.db.subscribers import (
-    list_subscribers,
-    load_profiles,
-    subscriber_id,
-)
+from newsletter.db.subscriber_reads import list_subscribers, load_profiles, subscriber_id
 from newsletter.domain import Match
 from newsletter.matching import Matcher, digest_picks, field_text
 from newsletter.periods import periods_spanned

@@ -16,12 +16,7 @@ from sqlalchemy.orm import Session
 from newsletter import clock
 from newsletter.cli.context import AppContext, fail, pass_app, plural
 from newsletter.db import session_scope
-from newsletter.db.subscribers import (
-    STATUSES,
-    SubscriberInfo,
-    list_subscribers,
-    subscriber_id,
-)
+from newsletter.db.subscriber_reads import STATUSES, SubscriberInfo, list_subscribers, subscriber_id
 from newsletter.db.suppressions import (
     Source,
     get_suppression,

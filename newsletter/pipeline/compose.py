@@ -21,7 +21,7 @@ from newsletter import tokens
 from newsletter.config import Settings
 from newsletter.db.candidates import CandidateWindow, candidate_windows
 from newsletter.db.copies import compress_copy
-from newsletter.db.subscribers import link_keys, load_profiles
+from newsletter.db.subscriber_reads import link_keys, load_profiles
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
 from newsletter.matching import Matcher, digest_picks

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from newsletter.config import Settings
-from newsletter.db.subscribers import active_subscriber_ids, load_profiles, subscriber_id
+from newsletter.db.subscriber_reads import active_subscriber_ids, load_profiles, subscriber_id
 from newsletter.delivery.preview import private_dirs
 from newsletter.errors import NewsletterError
 from newsletter.pipeline.compose import ComposedDigest, Composer, day_jobs

@@ -44,7 +44,6 @@ from newsletter import clock as wallclock
 from newsletter.config import Settings
 from newsletter.db import core as db_core
 from newsletter.db import outbox, session_scope
-from newsletter.db.candidates import window_end, window_starts
 from newsletter.db.copies import prune_copies
 from newsletter.db.leases import new_worker_id
 from newsletter.db.outbox import admin as outbox_admin
@@ -53,12 +52,12 @@ from newsletter.db.outbox.bulk import SkippedMark, mark_skipped_many
 from newsletter.db.runs import finish_run, start_run
 from newsletter.delivery import Sender, SmtpUnavailableError, backoff_seconds
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.periods import due_period, period_key
 from newsletter.pipeline.compose import Composer
 from newsletter.pipeline.context import Clock, RunContext
 from newsletter.pipeline.deliver import Delivery, Item
 from newsletter.pipeline.jobs import Composed, ComposeFailed, ComposeFn, DigestJob, Draft
 from newsletter.pipeline.logs import bound, log_context
+from newsletter.pipeline.plan import digest_jobs, due_digests
 from newsletter.pipeline.send_report import (
     Outcome,
     Planned,
@@ -111,55 +110,18 @@ class SendRun:
     # -- planning --------------------------------------------------------------------------
 
     def due(self, session: Session, now: datetime) -> list[tuple[int, str]]:
-        """(subscriber id, period) of every subscriber whose digest is due at ``now``."""
-        nl = self.ctx.settings.newsletter
-        rows = outbox_plan.schedule_rows(session, emails=self.ctx.options.emails)
-        if self.ctx.options.emails is not None:
-            found = {r.email.lower() for r in rows}
-            missing = [e for e in self.ctx.options.emails if e.strip().lower() not in found]
-            if missing:
-                raise NewsletterError(
-                    f"no subscriber {missing[0]} who can be mailed "
-                    "(unknown, inactive, deleted or unsubscribed; see `newsletter subscribers`)"
-                )
-            self.scope = [r.subscriber_id for r in rows]
-        due: list[tuple[int, str]] = []
-        for r in rows:
-            try:
-                if self.ctx.options.force:
-                    period: str | None = period_key(r, now, nl.timezone)
-                else:
-                    period = due_period(r, now, nl.default_send_time, nl.timezone)
-            except ConfigError as e:  # a timezone this machine does not know: skip them
-                log.error("subscriber %s: %s; no digest planned", r.email, e)
-                continue
-            if period is not None:
-                due.append((r.subscriber_id, period))
+        """(subscriber id, period) of every subscriber whose digest is due at ``now``;
+        with ``--subscriber``, the run's scope is those subscribers."""
+        due, scope = due_digests(
+            session,
+            self.ctx.settings,
+            self.ctx.options.emails,
+            now,
+            force=self.ctx.options.force,
+        )
+        if scope is not None:
+            self.scope = scope
         return due
-
-    def requests(
-        self,
-        session: Session,
-        claims: Sequence[outbox.Claim],
-        now: datetime,
-        who: dict[int, tuple[str, str]],
-    ) -> list[DigestJob]:
-        """Each claim's window; ``who``: ``outbox_plan.recipients`` of the claims.
-
-        Windows end at :func:`~newsletter.db.candidates.window_end` (``now``, or just
-        before a fetch still storing began), and never before they start.
-        """
-        ids = [c.subscriber_id for c in claims]
-        frequency = {sid: freq for sid, (_, freq) in who.items()}
-        starts = window_starts(session, ids, end=now, frequency_of=frequency)
-        end = window_end(session, now=now)
-        jobs = []
-        for c in claims:
-            start = c.starts_by(starts[c.subscriber_id])
-            jobs.append(
-                DigestJob(c.subscriber_id, c.period, start, max(end, start), digest_id=c.id)
-            )
-        return jobs
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -174,7 +136,7 @@ class SendRun:
             for i in range(0, len(todo), batch):
                 claims = [outbox.Claim(0, sid, p, 0) for sid, p in todo[i : i + batch]]
                 who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
-                reqs = self.requests(session, claims, now, who)
+                reqs = digest_jobs(session, claims, now, who)
                 drafts = self._compose_isolated(session, reqs)
                 for req in reqs:
                     got = drafts.get(req.subscriber_id)
@@ -368,7 +330,7 @@ class SendRun:
             ids = [c.subscriber_id for c in claims]
             live = outbox_plan.deliverable_ids(session, ids)
             who = outbox_plan.recipients(session, ids)
-            reqs = self.requests(session, claims, now, who)
+            reqs = digest_jobs(session, claims, now, who)
             drafts = self._compose_isolated(session, [r for r in reqs if r.subscriber_id in live])
             session.rollback()
         return _Composed(claims, reqs, live, drafts, who, now)

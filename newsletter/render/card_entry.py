@@ -10,18 +10,10 @@ from __future__ import annotations
 import re
 
 from newsletter.domain import Article
+from newsletter.render.excerpts import ABSTRACT_CHARS, ABSTRACT_SLACK, abstract_cut, wrap_text
 from newsletter.render.runs import tidy
 from newsletter.render.shapes.fill import Variant, field_names
-from newsletter.render.views import (
-    ABSTRACT_CHARS,
-    ABSTRACT_SLACK,
-    ENDS_SENTENCE,
-    CardView,
-    abstract_cut,
-    article_links,
-    article_static,
-    wrap_text,
-)
+from newsletter.render.views import ENDS_SENTENCE, CardView, article_links, article_static
 
 _CARD_FIELDS = field_names(CardView)
 _HTML_SPECIAL = re.compile("[&<>'\"]")

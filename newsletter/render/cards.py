@@ -4,7 +4,7 @@ Subscribers rarely share a whole card (their keywords hit different words), so n
 per card is worth caching; what repeats is per entry (link, byline, where the abstract
 is cut, its wrapped plain text) and per keyword (a "why" line's parts). The highlighted
 title and abstract reach the compiled template as runs of text (plain and marked in
-turn) rather than :class:`~newsletter.render.views.Segment` objects, which cost more to
+turn) rather than :class:`~newsletter.render.excerpts.Segment` objects, which cost more to
 build than the rest of an email. An entry whose shown text would need cleaning (control
 characters, doubled spaces, spaces at its edges) goes through :func:`card_view`
 instead, so the values are always the same; ``tests/test_render_fast.py`` checks that.
@@ -36,6 +36,7 @@ from itertools import pairwise
 
 from newsletter.domain import Match
 from newsletter.render.card_entry import CACHE_MAX, ENTRIES, Entry, card_variant, entry_of
+from newsletter.render.excerpts import Segment, trim_plan
 from newsletter.render.runs import add_plain, merge_spans, text_runs, tidy, wrap_tidy
 from newsletter.render.shapes.fill import LazyItem, Rows, Variant, variant_of
 from newsletter.render.views import (
@@ -43,10 +44,8 @@ from newsletter.render.views import (
     FIELD_ORDER,
     TRENDING_BADGE,
     CardView,
-    Segment,
     card_view,
     clean_keyword,
-    trim_plan,
     with_popularity,
 )
 

@@ -14,9 +14,7 @@ reference path (logged once), so a custom template can be slower but never wrong
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from time import process_time
 from typing import Any, Literal, cast
@@ -29,7 +27,7 @@ from newsletter.config import NewsletterSettings
 from newsletter.domain import Match
 from newsletter.errors import RenderError
 from newsletter.periods import send_moment
-from newsletter.render.cards import CardDraft, card_draft
+from newsletter.render.cards import card_draft
 from newsletter.render.email import DigestRequest, RenderedEmail
 from newsletter.render.headers import Headers, Mailbox, mailbox, mailto_url, message_id_for
 from newsletter.render.headers import parse_mailbox as _parse_mailbox
@@ -40,7 +38,15 @@ from newsletter.render.mime import (
     build_message_from,
     cut_lines,
     reference_build_message,
-    short_lines,
+)
+from newsletter.render.parts import (
+    SURROGATE,
+    Card,
+    as_str,
+    materialized,
+    materialized_cards,
+    short_str,
+    view_context,
 )
 from newsletter.render.plain import reflow, reflow_body
 from newsletter.render.qp import BAD_LINE
@@ -65,33 +71,10 @@ from newsletter.render.views import (
 )
 
 log = logging.getLogger(__name__)
-# A lone surrogate as ``surrogatepass`` writes it (U+D800..U+DFFF): no valid UTF-8 has it.
-_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
-
-# -- inputs and outputs ----------------------------------------------------------------
-
-
 # -- the views ---------------------------------------------------------------------------
 
 
 TemplateName = Literal["digest", "empty"]
-Card = CardView | CardDraft  # the fast path's cards are drafts; see card_drafts
-
-
-def _view_context(view: EmailView) -> dict[str, Any]:
-    # Probes are not dataclasses; both expose their fields as attributes.
-    return {name: getattr(view, name) for name in EmailView.__dataclass_fields__}
-
-
-def _materialized_cards(cards: Sequence[Card]) -> tuple[CardView, ...]:
-    return tuple(c.view() if isinstance(c, CardDraft) else c for c in cards)
-
-
-def _materialized(view: EmailView) -> EmailView:
-    """``view`` with real CardViews, for templates rendered by Jinja (and for probes)."""
-    if not any(isinstance(c, CardDraft) for c in view.cards):
-        return view
-    return replace(view, cards=_materialized_cards(view.cards))
 
 
 class Renderer:
@@ -170,7 +153,7 @@ class Renderer:
 
     def _subject(self, ctx: dict[str, Any], top: Sequence[str], n_total: int) -> str:
         if self._subject_line.reads_cards:
-            ctx["cards"] = _materialized_cards(ctx["cards"])
+            ctx["cards"] = materialized_cards(ctx["cards"])
         try:
             return self._subject_line.render(ctx, top, n_total)
         except TemplateError as e:
@@ -358,7 +341,7 @@ class Renderer:
             data = build_message_from(headers, bodies, body_8bit=self.body_8bit)
         else:
             build = reference_build_message if stdlib_mime else build_message
-            data = build(headers, _str(text), _str(html), body_8bit=self.body_8bit)
+            data = build(headers, as_str(text), as_str(html), body_8bit=self.body_8bit)
         self._spent("mime", started)
         shown = req.matches[: n_cards + n_listed]
         return RenderedEmail(
@@ -394,7 +377,7 @@ class Renderer:
                 text, text_lines, new_text = text_shapes.fill_parts(view, compile=False, qp=qp)
                 self._spent("text", started)
             except MissingShape:
-                view = _materialized(view)  # probes are made of real views
+                view = materialized(view)  # probes are made of real views
                 html, html_lines, new_html = html_shapes.fill_parts(view, qp=qp)
                 text, text_lines, new_text = text_shapes.fill_parts(view, qp=qp)
         except (ShapeError, AttributeError, TypeError, ValueError) as e:
@@ -406,7 +389,7 @@ class Renderer:
         # surrogate scan below finds what would have made one unencodable).
         reflowed = reflow_body(text, text_lines, qp=qp)
         if reflowed is None:
-            text, text_lines = reflow(_str(text)).encode("utf-8", "surrogatepass"), [BAD_LINE]
+            text, text_lines = reflow(as_str(text)).encode("utf-8", "surrogatepass"), [BAD_LINE]
         else:
             text, text_lines = reflowed
         html_qp: list[bytes] | None = html_lines if qp else None
@@ -416,7 +399,7 @@ class Renderer:
         if new_html or new_text:
             # A shape was compiled from this email: prove it on this email.
             ref_html, ref_text, _ = self._reference(template, view)
-            if not same_html(_str(html), ref_html) or _str(text) != ref_text:
+            if not same_html(as_str(html), ref_html) or as_str(text) != ref_text:
                 self._give_up(f"{template}: the compiled shape differs from the reference render")
                 return ref_html, ref_text, None
         if (
@@ -424,10 +407,10 @@ class Renderer:
             or b"\r" in text
             or BAD_LINE in html_lines
             or BAD_LINE in text_lines
-            or (not qp and (_SURROGATE.search(html) or _SURROGATE.search(text)))
+            or (not qp and (SURROGATE.search(html) or SURROGATE.search(text)))
         ):
             # A CR to normalise or a lone surrogate: the MIME builder's own way.
-            return _str(html), _str(text), None
+            return as_str(html), as_str(text), None
         return html, text, Bodies(text, html, text_lines if qp else None, html_qp, longest)
 
     def _give_up(self, reason: str) -> None:
@@ -438,9 +421,9 @@ class Renderer:
         self.fallback_reason = reason
 
     def _reference(self, template: TemplateName, view: EmailView) -> tuple[str, str, Bodies | None]:
-        ctx = _view_context(_materialized(view))
+        ctx = view_context(materialized(view))
         try:
-            html = _short_str(inline_css(self._template(f"{template}.html").render(ctx)))
+            html = short_str(inline_css(self._template(f"{template}.html").render(ctx)))
             text = reflow(self._template(f"{template}.txt").render(ctx))
         except TemplateError as e:
             raise RenderError(f"template {template}: {e}") from e
@@ -460,17 +443,6 @@ class Renderer:
             compiler = ShapeCompiler(render, postprocess=inline_css if html else None, html=html)
             self._compilers[name] = compiler
         return compiler
-
-
-def _short_str(html: str) -> str:
-    """:func:`short_lines` of a str (the reference path's HTML)."""
-    raw = html.encode("utf-8", "surrogatepass")
-    short = short_lines(raw)
-    return html if short is raw else short.decode("utf-8", "surrogatepass")
-
-
-def _str(part: str | bytes) -> str:
-    return part if isinstance(part, str) else part.decode("utf-8", "surrogatepass")
 
 
 def _largest(fits: Callable[[int], bool], n: int) -> int:

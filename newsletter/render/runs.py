@@ -1,7 +1,7 @@
 """Highlighted text as runs: alternately plain and marked pieces of a title or abstract. Pure.
 
 The fast path's cards (:mod:`newsletter.render.cards`) hand highlights to the filled
-template as runs of text instead of :class:`~newsletter.render.views.Segment` objects;
+template as runs of text instead of :class:`~newsletter.render.excerpts.Segment` objects;
 these helpers make those runs, and the wrapped plain text, exactly as
 :mod:`newsletter.render.views` would for text that needs no cleaning.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from newsletter.render.views import TEXT_WIDTH
+from newsletter.render.excerpts import TEXT_WIDTH
 
 
 def tidy(text: str) -> bool:
@@ -28,7 +28,7 @@ def tidy(text: str) -> bool:
 
 
 def merge_spans(spans: Sequence[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    """:func:`~newsletter.render.views.merge_spans` (the union is the same in any order)."""
+    """:func:`~newsletter.render.excerpts.merge_spans` (the union is the same in any order)."""
     out: list[tuple[int, int]] = []
     for s, e in sorted(spans):
         if s < 0:
@@ -46,7 +46,7 @@ def merge_spans(spans: Sequence[tuple[int, int]], length: int) -> list[tuple[int
 
 
 def text_runs(text: str, merged: list[tuple[int, int]], lo: int, hi: int, out: list[str]) -> bool:
-    """:func:`~newsletter.render.views.segments` of ``text[lo:hi]``, their texts appended
+    """:func:`~newsletter.render.excerpts.segments` of ``text[lo:hi]``, their texts appended
     to ``out``; whether the first one is highlighted."""
     pos = lo
     start = len(out)

@@ -1,4 +1,5 @@
-"""Unsubscribe tokens: signed, opaque, never expiring, revocable.
+"""Link tokens: signed, opaque, never expiring, revocable (unsubscribe, preferences,
+feedback and View-in-browser links).
 
 A token is ``base64url(FORMAT || ciphertext || tag)`` (29 bytes, 39 characters), built
 as a deterministic authenticated encryption in the SIV style with HMAC-SHA256 as the
@@ -32,30 +33,20 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
-import logging
-import os
 import struct
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-from newsletter.config import Settings
-from newsletter.errors import ConfigError, TokenError
-
-log = logging.getLogger(__name__)
-_warned: set[str] = set()
+from newsletter.errors import TokenError
 
 FORMAT = 2  # 1: before the per-subscriber salt; refused
 _PLAIN = struct.Struct(">QI")  # subscriber_id, token_version
 _TAG_BYTES = 16
 _TOKEN_BYTES = 1 + _PLAIN.size + _TAG_BYTES
-MIN_SECRET_CHARS = 16
 # Preview-only key: public, so anyone could forge tokens with it. It is never used
 # when real mail goes out (see secret_from_settings).
-_DEV_KEY_LABEL = b"newsletter insecure development key, preview only:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,142 +301,3 @@ def read_digest_token(
         salt_of=salt_of,
     )
     return DigestLinkData(*_DIGEST_PLAIN.unpack(plain))
-
-
-_CONFIRM_FORMAT = 1
-_CONFIRM_MAX_CHARS = 4096
-_EXPIRY = struct.Struct(">Q")
-
-
-def _confirm_tag(secret: bytes, list_id: str, body: bytes) -> bytes:
-    msg = bytes([_CONFIRM_FORMAT]) + list_id.encode("utf-8") + b"\x00" + body
-    return hmac.digest(_subkey(secret, b"confirm"), msg, "sha256")[:_TAG_BYTES]
-
-
-def make_confirm_token(
-    secret: bytes, *, list_id: str, payload: Mapping[str, object], expires_at: int
-) -> str:
-    """A signed, expiring token that carries a whole pending subscription.
-
-    Double opt-in keeps nothing before the click, so the link itself holds what the
-    form asked for (``payload``: JSON values) and when it stops working (``expires_at``,
-    Unix seconds). It is signed, not encrypted: it only reaches the address it names.
-    """
-    if not secret:
-        raise TokenError("empty secret")
-    data = zlib.compress(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
-    body = _EXPIRY.pack(expires_at) + data
-    raw = bytes([_CONFIRM_FORMAT]) + body + _confirm_tag(secret, list_id, body)
-    token = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-    if len(token) > _CONFIRM_MAX_CHARS:
-        raise TokenError("subscription too large for a link")
-    return token
-
-
-def read_confirm_token(secret: bytes, token: str, *, list_id: str, now: int) -> dict[str, object]:
-    """Check and open a :func:`make_confirm_token` token; :class:`TokenError` if it is
-    malformed, not ours, or expired (the message says which)."""
-    if not secret:
-        raise TokenError("empty secret")
-    if not token or len(token) > _CONFIRM_MAX_CHARS or not token.isascii():
-        raise TokenError("malformed token")
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError) as e:
-        raise TokenError("malformed token") from e
-    if len(raw) < 1 + _EXPIRY.size + _TAG_BYTES or raw[0] != _CONFIRM_FORMAT:
-        raise TokenError("malformed token")
-    body, tag = raw[1:-_TAG_BYTES], raw[-_TAG_BYTES:]
-    if not hmac.compare_digest(_confirm_tag(secret, list_id, body), tag):
-        raise TokenError("invalid token signature")
-    (expires_at,) = _EXPIRY.unpack(body[: _EXPIRY.size])
-    if now >= expires_at:
-        raise TokenError("expired confirmation link")
-    try:
-        payload = json.loads(zlib.decompress(body[_EXPIRY.size :]))
-    except (zlib.error, ValueError) as e:
-        raise TokenError("malformed token") from e
-    if not isinstance(payload, dict):
-        raise TokenError("malformed token")
-    return payload
-
-
-def _join(base_url: str, path: str) -> str:
-    return f"{base_url.rstrip('/')}/{path}"
-
-
-def unsubscribe_url(base_url: str, token: str) -> str:
-    """The link for the email footer and ``List-Unsubscribe`` (GET page, one-click POST)."""
-    return _join(base_url, f"unsubscribe/{token}")
-
-
-def preferences_url(base_url: str, token: str) -> str:
-    """The read-only page that shows the subscriber's keywords."""
-    return _join(base_url, f"preferences/{token}")
-
-
-def confirm_url(base_url: str, token: str) -> str:
-    """The double opt-in link of the confirmation email (GET page, POST confirms)."""
-    return _join(base_url, f"subscribe/confirm/{token}")
-
-
-def digest_view_url(base_url: str, token: str) -> str:
-    """A sent digest's "View in browser" link (its kept copy)."""
-    return _join(base_url, f"d/{token}")
-
-
-def feedback_url(base_url: str, token: str) -> str:
-    """A card's "More/Fewer like this" link (GET page, POST applies)."""
-    return _join(base_url, f"feedback/{token}")
-
-
-def development_secret(list_id: str) -> bytes:
-    """The public key used in preview mode when no secret is set (never for real mail)."""
-    return hashlib.sha256(_DEV_KEY_LABEL + list_id.encode("utf-8")).digest()
-
-
-def secret_from_settings(
-    settings: Settings,
-    *,
-    require: bool | None = None,
-    env: Mapping[str, str] | None = None,
-) -> bytes:
-    """The signing key, from the variable named by ``[newsletter] secret_key_env``.
-
-    When the variable is unset: with ``delivery = "preview"`` (and ``require`` not
-    true) a public development key is used, with a warning, so the offline demo works
-    end to end (``preview`` and ``serve`` derive the same key). Otherwise — real mail
-    (``delivery = "smtp"``), or a caller that insists (``require=True``, e.g. the
-    production WSGI entry point) — it is a :class:`ConfigError`: links signed with a
-    public key could be forged by anyone.
-    """
-    n = settings.newsletter
-    name = n.secret_key_env
-    value = (os.environ if env is None else env).get(name, "") if name else ""
-    if value:
-        if len(value) < MIN_SECRET_CHARS:
-            raise ConfigError(
-                f"the secret key is too short ({len(value)} characters; use at least "
-                f"{MIN_SECRET_CHARS}, e.g. from: python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')",
-                path="environment",
-                key=name,
-            )
-        return value.encode("utf-8")
-    must = require if require is not None else n.delivery != "preview"
-    if must:
-        raise ConfigError(
-            "not set: it holds the key that signs unsubscribe links; set it to a long random "
-            "value, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(32))' "
-            "(the name comes from [newsletter] secret_key_env)",
-            path="environment",
-            key=name or "newsletter.secret_key_env",
-        )
-    if name not in _warned:  # once per process, however many stages ask for the key
-        _warned.add(name)
-        log.warning(
-            "%s is not set: unsubscribe links use a public development key "
-            "(fine for previews, never for real mail)",
-            name or "the secret key variable",
-        )
-    return development_secret(n.list_id)
