@@ -30,9 +30,9 @@ from benchmarks.services import (
     Unavailable,
     clear_outbox,
     load_average,
-    load_workload,
     postgres_schema,
 )
+from benchmarks.workload import store_workload
 
 RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 TRANSITIONS_PER_DIGEST = 3  # claim, sending, sent
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = [int(x) for x in str(args.processes).split(",") if x.strip()]
     try:
         with postgres_schema(prefix="bo") as db_url:
-            load_workload(db_url, args.n, 200, 42, now=datetime.now(UTC))
+            store_workload(db_url, args.n, 200, 42, now=datetime.now(UTC))
             rows = [
                 measure(db_url, p, args.batch, args.threads, args.entries_per_digest)
                 for p in counts

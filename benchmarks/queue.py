@@ -39,10 +39,10 @@ from benchmarks.services import (
     Unavailable,
     clear_outbox,
     load_average,
-    load_workload,
     postgres_schema,
 )
 from benchmarks.smtp_sink import SmtpSink
+from benchmarks.workload import store_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -382,7 +382,7 @@ def run(
         tempfile.TemporaryDirectory(prefix="newsletter-bench-queue-") as tmp,
     ):
         cfg_path = Path(tmp) / "newsletter.toml"
-        load_workload(db_url, n, entries, seed, now=datetime.now(UTC))
+        store_workload(db_url, n, entries, seed, now=datetime.now(UTC))
         for kind, workers in steps:
             clear_outbox(db_url)
             with SmtpSink() as sink:

@@ -40,17 +40,15 @@ from sqlalchemy import Engine, delete, select
 
 from benchmarks.peer import measure_rss2email
 from benchmarks.smtp_sink import SmtpSink
-from benchmarks.workload import load_corpus, make_articles, make_profiles
-from newsletter.config import FeedSettings, Settings, settings_from_mapping
+from benchmarks.workload import load_corpus, make_articles, store_workload
+from newsletter.config import Settings, settings_from_mapping
 from newsletter.db import session_scope
 from newsletter.db.candidates import load_candidates
 from newsletter.db.core import connect
-from newsletter.db.entries import store_entries, sync_feeds
 from newsletter.db.subscriber_reads import active_subscriber_ids, load_profiles
-from newsletter.db.subscribers import sync_subscribers
 from newsletter.delivery import OutgoingMessage, Receipt, Sender
 from newsletter.delivery.smtp import SmtpSender
-from newsletter.domain import Article, Match, ParsedEntry, Profile
+from newsletter.domain import Article, Match, Profile
 from newsletter.matching import Matcher
 from newsletter.models import Digest, DigestEntry, Subscriber
 from newsletter.pipeline.compose import Composer
@@ -118,20 +116,6 @@ def bench_settings(workdir: Path, *, db_url: str | None = None) -> Settings:
     )
 
 
-def _parsed(a: Article) -> ParsedEntry:
-    return ParsedEntry(
-        guid=a.link,
-        dedupe_key=a.link,
-        title=a.title,
-        summary=a.summary,
-        link=a.link,
-        authors=a.authors,
-        categories=a.categories,
-        published=a.published,
-        extra={"hf:upvotes": str(a.upvotes)} if a.upvotes is not None else {},
-    )
-
-
 def load_workload(settings: Settings, n: int, n_entries: int, seed: int) -> float:
     """Subscribers and entries into the database through the product's bulk functions.
 
@@ -139,23 +123,7 @@ def load_workload(settings: Settings, n: int, n_entries: int, seed: int) -> floa
     first window. Returns the seconds it took (setup, not part of any figure).
     """
     started = time.perf_counter()
-    corpus = load_corpus()
-    articles = make_articles(corpus, n_entries, seed, now=NOW)
-    profiles = make_profiles(corpus, n, seed)
-    engine = connect(settings.database.url)
-    try:
-        with session_scope(engine) as session:
-            feed = sync_feeds(session, [FeedSettings("bench", "https://bench.example/feed")])
-            store_entries(
-                session,
-                feed["bench"].id,
-                [_parsed(a) for a in articles],
-                now=NOW - timedelta(hours=1),
-            )
-        with session_scope(engine) as session:
-            sync_subscribers(session, profiles, now=NOW - timedelta(days=2))
-    finally:
-        engine.dispose()
+    store_workload(settings.database.url, n, n_entries, seed, now=NOW)
     return time.perf_counter() - started
 
 

@@ -21,18 +21,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 
-from benchmarks.workload import load_corpus, make_articles, make_profiles
-from newsletter.config import FeedSettings
 from newsletter.db import session_scope
 from newsletter.db.core import connect
-from newsletter.db.entries import store_entries, sync_feeds
-from newsletter.db.subscribers import sync_subscribers
-from newsletter.domain import Article, ParsedEntry
 from newsletter.models import Digest, DigestEntry
 
 POSTGRES_ENV = "BENCH_POSTGRES_URL"  # not NEWSLETTER_*: the settings refuse unknown ones
@@ -143,42 +137,6 @@ class RedisServer:
         self._dir.cleanup()
 
 
-def _parsed(a: Article) -> ParsedEntry:
-    return ParsedEntry(
-        guid=a.link,
-        dedupe_key=a.link,
-        title=a.title,
-        summary=a.summary,
-        link=a.link,
-        authors=a.authors,
-        categories=a.categories,
-        published=a.published,
-        extra={"hf:upvotes": str(a.upvotes)} if a.upvotes is not None else {},
-    )
-
-
-def load_workload(db_url: str, n: int, n_entries: int, seed: int, *, now: datetime) -> None:
-    """The workload of ``benchmarks.run`` (same seed, same subscribers and entries) at
-    ``now``: workers read the wall clock, so the entries must be new at the real now."""
-    corpus = load_corpus()
-    articles = make_articles(corpus, n_entries, seed, now=now)
-    profiles = make_profiles(corpus, n, seed)
-    engine = connect(db_url)
-    try:
-        with session_scope(engine) as session:
-            feed = sync_feeds(session, [FeedSettings("bench", "https://bench.example/feed")])
-            store_entries(
-                session,
-                feed["bench"].id,
-                [_parsed(a) for a in articles],
-                now=now - timedelta(hours=1),
-            )
-        with session_scope(engine) as session:
-            sync_subscribers(session, profiles, now=now - timedelta(days=2))
-    finally:
-        engine.dispose()
-
-
 def clear_outbox(db_url: str) -> None:
     """Forget every digest, so the same digests are due again for the next mode."""
     engine = connect(db_url, migrate=False)
@@ -205,7 +163,6 @@ __all__ = [
     "clear_outbox",
     "free_port",
     "load_average",
-    "load_workload",
     "postgres_base_url",
     "postgres_schema",
 ]

@@ -17,7 +17,12 @@ from itertools import pairwise
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from newsletter.domain import Article, Keyword, Profile
+from newsletter.config import FeedSettings
+from newsletter.db import session_scope
+from newsletter.db.core import connect
+from newsletter.db.entries import store_entries, sync_feeds
+from newsletter.db.subscribers import sync_subscribers
+from newsletter.domain import Article, Keyword, ParsedEntry, Profile
 from newsletter.matching.textnorm import STOP_WORDS
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -119,3 +124,39 @@ def make_profiles(corpus: Corpus, n: int, seed: int) -> list[Profile]:
             )
         )
     return profiles
+
+
+def _parsed(a: Article) -> ParsedEntry:
+    return ParsedEntry(
+        guid=a.link,
+        dedupe_key=a.link,
+        title=a.title,
+        summary=a.summary,
+        link=a.link,
+        authors=a.authors,
+        categories=a.categories,
+        published=a.published,
+        extra={"hf:upvotes": str(a.upvotes)} if a.upvotes is not None else {},
+    )
+
+
+def store_workload(db_url: str, n: int, n_entries: int, seed: int, *, now: datetime) -> None:
+    """The workload of ``benchmarks.run`` (same seed, same subscribers and entries) at
+    ``now``: workers read the wall clock, so the entries must be new at the real now."""
+    corpus = load_corpus()
+    articles = make_articles(corpus, n_entries, seed, now=now)
+    profiles = make_profiles(corpus, n, seed)
+    engine = connect(db_url)
+    try:
+        with session_scope(engine) as session:
+            feed = sync_feeds(session, [FeedSettings("bench", "https://bench.example/feed")])
+            store_entries(
+                session,
+                feed["bench"].id,
+                [_parsed(a) for a in articles],
+                now=now - timedelta(hours=1),
+            )
+        with session_scope(engine) as session:
+            sync_subscribers(session, profiles, now=now - timedelta(days=2))
+    finally:
+        engine.dispose()
