@@ -209,7 +209,7 @@ def test_the_cut_page_looks_exactly_like_the_uncut_one(
     """Chromium draws the cut HTML pixel for pixel as the HTML rendered without cutting."""
     req = _requests()[3]
     out = Renderer(settings()).render(req)  # type: ignore[arg-type]
-    monkeypatch.setattr("newsletter.render.renderer.short_lines", lambda doc: doc)
+    monkeypatch.setattr("newsletter.render.parts.short_lines", lambda doc: doc)
     monkeypatch.setattr(
         "newsletter.render.renderer.cut_lines",
         lambda doc: (doc, max(map(len, doc.split(b"\n")))),
