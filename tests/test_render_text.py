@@ -8,6 +8,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from newsletter.domain import Keyword, Match, Profile
 from newsletter.ingest import parse_feed
@@ -16,7 +19,7 @@ from newsletter.ingest.text import html_to_text
 from newsletter.matching import Matcher
 from newsletter.matching.digest import digest_picks
 from newsletter.render import RenderedEmail, Renderer
-from newsletter.render.plain import WIDTH, reflow
+from newsletter.render.plain import WIDTH, labelled_url, reflow, wrap_line
 from tests.support.digests import article, match, profile, request, settings, stored_articles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,3 +171,39 @@ def test_hostile_titles_and_summaries_wrap_on_both_paths(seed: int) -> None:
     assert [line[:8] for line in items] == ["- Item 0", "- Item 1", "- Item 2", "- Item 3"][
         : len(items)
     ] and items
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "More",
+                "like",
+                "this:",
+                "Paper",
+                "page:",
+                "-",
+                "3.",
+                "·",
+                "",
+                " ",
+                "\t",
+                "x" * 30,
+                "https://digest.example/feedback/" + "A" * 51,
+                "mailto:a@b.c",
+                "<https://x.y/z>",
+            ]
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_labelled_url_is_what_wrapping_gives_back(words: list[str]) -> None:
+    # reflow skips wrap_line (and its cache) for "label: URL" lines: only where that
+    # gives the line back unchanged.
+    line = " ".join(words) + " https://digest.example/feedback/" + "B" * 60
+    assert len(line) > WIDTH
+    if labelled_url(line):
+        assert wrap_line(line) == (line,)
+    assert reflow(line) == "\n".join(wrap_line(line))

@@ -32,11 +32,28 @@ def reflow(text: str) -> str:
         return text
     out: list[str] = []
     for line in lines:
-        if len(line) <= WIDTH:
+        if len(line) <= WIDTH or labelled_url(line):
             out.append(line)
         else:
             out.extend(wrap_line(line))
     return "\n".join(out)
+
+
+def labelled_url(line: str) -> bool:
+    """Whether ``line`` is a short label and one URL ("More like this: https://..."),
+    which :func:`wrap_line` gives back as it is. Checked first because such links are
+    signed per reader: they never recur, so caching them would only evict the lines
+    that do."""
+    label, space, url = line.rpartition(" ")
+    return (
+        bool(space)
+        and len(label) <= LABEL_MAX
+        and label.endswith(":")
+        and "  " not in label
+        and " · " not in line
+        and _PREFIX.match(label).end() == 0  # type: ignore[union-attr]
+        and is_url(url)
+    )
 
 
 @lru_cache(maxsize=8192)
