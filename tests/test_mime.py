@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import email
 import email.policy
+import hashlib
 import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -25,6 +26,8 @@ from newsletter.render.mime import (
 from tests.support.digests import article, match, profile, request, sample_matches, settings
 
 LONG_UNSUB = "https://news.example.org/unsubscribe/" + "A" * 90
+# The boundary of the messages built below (Message-ID "<2026-11-22.abc@example.org>").
+_SEED = "=_nl_" + hashlib.sha256(b"<2026-11-22.abc@example.org>").hexdigest()[:28]
 
 
 def _parse(data: bytes) -> EmailMessage:
@@ -239,8 +242,21 @@ _SHAPES: list[tuple[str, dict[str, object]]] = [
         {"subject": "a =?utf-8?q?x?= b", "text": "x=3D\n", "html": "a=b"},
     ),
     ("international address", {"addr": "zoë@exämple.org", "name": "Zoë"}),
+    # A body holding the very boundary line the message would get (the Message-ID is
+    # guessable): the boundary moves on, twice for the second.
+    ("boundary in the text", {"text": f"--{_SEED}\nx\n", "html": "<p>x</p>"}),
+    ("boundaries in the html", {"text": "x", "html": f"<p>--{_SEED}</p>\n--{_SEED}_1--\n"}),
     ("reply-to and mailto", {"reply_to": "Ops <ops@example.org>", "mailto": "u@example.org"}),
 ]
+
+
+def test_a_body_never_holds_the_boundary() -> None:
+    for name, shape in _SHAPES:
+        if _SEED in str(shape.get("text", "")) + str(shape.get("html", "")):
+            for data in _both(shape, body_8bit=True):
+                boundary = _parse(data).get_boundary()
+                assert boundary and boundary.startswith(_SEED + "_"), name
+                assert data.count(f"--{boundary}".encode()) == 3  # two parts and the close
 
 
 def _both(shape: dict[str, object], *, body_8bit: bool) -> tuple[bytes, bytes]:

@@ -58,7 +58,7 @@ def cut_lines(doc: bytes) -> tuple[bytes, int]:
         return doc, longest
     lines = [_cut(line) if len(line) > MAX_HTML_LINE else line for line in lines]
     cut = b"\n".join(lines)
-    return cut, max(len(x) for line in lines for x in line.split(b"\n"))
+    return cut, max(map(len, cut.split(b"\n")))
 
 
 def _cut(line: bytes) -> bytes:
@@ -89,11 +89,20 @@ def _cut(line: bytes) -> bytes:
     return b"\n".join(pieces)
 
 
-def _boundary(*bodies: str) -> str:
-    # "=_" never occurs in quoted-printable output, so the boundary cannot collide with
-    # a body; deriving it from the content keeps previews byte-for-byte reproducible.
-    h = hashlib.sha256("\x00".join(bodies).encode("utf-8", "surrogatepass")).hexdigest()
-    return f"=_nl_{h[:28]}"
+def _boundary(message_id: str, *bodies: bytes) -> str:
+    """The MIME boundary: from the Message-ID, which is unique per message and stable
+    (previews stay byte-for-byte reproducible) and short to hash, unlike the bodies.
+
+    "=_" never occurs in quoted-printable output, but an 8bit body could hold a line
+    made to look like the boundary (the Message-ID can be guessed), so one that any
+    body holds gets a counter until none does.
+    """
+    seed = "=_nl_" + hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:28]
+    boundary, n = seed, 0
+    while any(b"--" + boundary.encode("ascii") in body for body in bodies):
+        n += 1
+        boundary = f"{seed}_{n}"
+    return boundary
 
 
 def _normal_lines(text: str) -> str:
@@ -107,15 +116,12 @@ def _raw(text: str) -> bytes:
     return _normal_lines(text).encode("utf-8", "surrogateescape")
 
 
-def _raw_bodies(text: str, html: str) -> tuple[bytes, bytes, str]:
-    """Both bodies as LF-terminated UTF-8, and the boundary, encoding each body once."""
+def _raw_bodies(text: str, html: str) -> tuple[bytes, bytes]:
+    """Both bodies as LF-terminated UTF-8, encoding each body once."""
     try:
         text_b, html_b = text.encode("utf-8"), html.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: each use has its own error handler
-        return _raw(text), _raw(html), _boundary(text, html)
-    h = hashlib.sha256(text_b)
-    h.update(b"\x00")
-    h.update(html_b)
+        return _raw(text), _raw(html)
     bodies = []
     for body, raw in ((text, text_b), (html, html_b)):
         if b"\r" in raw:
@@ -123,7 +129,7 @@ def _raw_bodies(text: str, html: str) -> tuple[bytes, bytes, str]:
         elif not raw.endswith(b"\n"):
             raw += b"\n"
         bodies.append(raw)
-    return bodies[0], bodies[1], f"=_nl_{h.hexdigest()[:28]}"
+    return bodies[0], bodies[1]
 
 
 def _body(
@@ -170,7 +176,8 @@ def build_message(headers: Headers, text: str, html: str, *, body_8bit: bool = F
     Lines end in CRLF, as SMTP wants them and mail clients read them.
     """
     fields = header_fields(headers)
-    text_raw, html_raw, boundary = _raw_bodies(text, html)
+    text_raw, html_raw = _raw_bodies(text, html)
+    boundary = _boundary(headers.message_id, text_raw, html_raw)
     bodies = ((text_raw, None, None), (html_raw, None, None))
     return _assemble(fields, headers.recipient, boundary, bodies, body_8bit)
 
@@ -179,14 +186,11 @@ def build_message_from(headers: Headers, bodies: Bodies, *, body_8bit: bool = Fa
     """:func:`build_message` of bodies made ahead: the same bytes, without encoding the
     bodies again or copying them more than once."""
     fields = header_fields(headers)
-    h = hashlib.sha256(bodies.text)  # as _boundary hashes the strings' UTF-8
-    h.update(b"\x00")
-    h.update(bodies.html)
     made = (
         (_with_lf(bodies.text), bodies.text_qp, None),
         (_with_lf(bodies.html), bodies.html_qp, bodies.html_longest),
     )
-    boundary = f"=_nl_{h.hexdigest()[:28]}"
+    boundary = _boundary(headers.message_id, bodies.text, bodies.html)
     return _assemble(fields, headers.recipient, boundary, made, body_8bit)
 
 
@@ -247,7 +251,7 @@ def reference_build_message(
     msg.add_alternative(html, subtype="html", charset="utf-8", cte=cte)
     for part in msg.iter_parts():
         del part["MIME-Version"]  # add_alternative copies it into the first part
-    msg.set_boundary(_boundary(text, html))
+    msg.set_boundary(_boundary(headers.message_id, *_raw_bodies(text, html)))
     try:
         return msg.as_bytes(policy=pol)
     except (ValueError, UnicodeError) as e:
