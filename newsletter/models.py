@@ -259,7 +259,8 @@ class Digest(Base):
 class DigestCopy(Base):
     """A sent digest kept for "View in browser" (``/d/<token>``) until ``expires_at``.
 
-    ``message`` is the sent MIME message, zlib-compressed: the page shows its HTML part.
+    ``message`` is the sent MIME message, zstd-compressed (zlib before): the page shows
+    its HTML part.
     """
 
     __tablename__ = "digest_copies"

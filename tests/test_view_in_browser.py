@@ -4,6 +4,7 @@ until keep_digests_days have passed (then 410), and the preferences page lists t
 from __future__ import annotations
 
 import re
+import zlib
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from newsletter.config import settings_from_mapping
 from newsletter.db import session_scope
+from newsletter.db.copies import decompress_copy
 from newsletter.delivery import PreviewSender
 from newsletter.errors import ConfigError
 from newsletter.models import DigestCopy, Subscriber
@@ -94,6 +96,14 @@ def test_a_sent_digest_is_kept_linked_listed_and_then_gone(
     assert TITLE in page.text and "More like this" in page.text
     csp = page.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src" not in csp
+
+    # Copies are kept zstd-compressed; one an earlier version kept with zlib still opens.
+    with session_scope(engine) as s:
+        row = s.scalars(select(DigestCopy)).one()
+        assert row.message.startswith(b"\x28\xb5\x2f\xfd")
+        row.message = zlib.compress(decompress_copy(row.message))
+    again = world.client.get(path)
+    assert again.status_code == 200 and again.text == page.text
 
     listed = world.client.get(prefs)
     assert listed.status_code == 200 and 'id="digests"' in listed.text

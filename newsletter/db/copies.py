@@ -1,8 +1,9 @@
 """The ``digest_copies`` table: sent digests kept for "View in browser".
 
-A send keeps each digest it delivered (the MIME message as sent, zlib-compressed:
-about a fifth of its size) for ``[web] keep_digests_days`` and prunes the expired ones;
-the web reads one back by its outbox row and lists a subscriber's latest.
+A send keeps each digest it delivered (the MIME message as sent, zstd-compressed:
+about a sixth of its size) for ``[web] keep_digests_days`` and prunes the expired ones;
+the web reads one back by its outbox row (zlib-compressed copies of earlier versions
+too) and lists a subscriber's latest.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import zstandard
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from newsletter.models import Digest, DigestCopy
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # a zstd frame; zlib streams start with 0x78
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +46,17 @@ class KeptDigest:
 
 
 def compress_copy(message: bytes) -> bytes:
-    """A sent message as kept: zlib level 1, half the CPU of the default level for a
-    third more bytes. Composing calls it (on every core), not the sending process."""
-    return zlib.compress(message, 1)
+    """A sent message as kept: zstd level 1, which takes under half the CPU of zlib's
+    fastest level and gives a quarter fewer bytes. Composing calls it (on every core),
+    not the sending process."""
+    return zstandard.ZstdCompressor(level=1).compress(message)
+
+
+def decompress_copy(kept: bytes) -> bytes:
+    """The message of a kept copy: zstd, or zlib (copies kept before zstd)."""
+    if kept.startswith(_ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().decompress(kept)
+    return zlib.decompress(kept)
 
 
 def keep_copies(session: Session, copies: Sequence[SentCopy], *, now: datetime, days: int) -> int:
@@ -99,7 +111,7 @@ def kept_message(
     row = session.scalar(select(DigestCopy).where(DigestCopy.digest_id == digest_id))
     if row is None or row.expires_at <= now:
         return None
-    return _kept(row), zlib.decompress(row.message)
+    return _kept(row), decompress_copy(row.message)
 
 
 def was_sent(session: Session, digest_id: int, subscriber_id: int) -> bool:
