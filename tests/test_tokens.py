@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 from newsletter.config import settings_from_mapping
 from newsletter.errors import ConfigError, TokenError
 from newsletter.tokens import (
+    FeedbackDirection,
     TokenData,
     check_form_key,
     development_secret,
+    feedback_tokens,
     form_key,
     make_feedback_token,
     make_token,
@@ -247,3 +249,37 @@ def test_feedback_token_is_bound_to_the_salt_of_its_row() -> None:
             SECRET, subscriber_id=7, list_id=LIST, version=1, salt="", entry_id=1,
             direction="more",
         )  # fmt: skip
+
+
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.integers(0, 2**64 - 1), max_size=5),
+    st.text(min_size=1, max_size=40),
+)
+def test_a_digests_feedback_tokens_are_the_one_by_one_tokens(
+    subscriber_id: int, version: int, entries: list[int], list_id: str
+) -> None:
+    # Composing signs a digest's cards in one call; the tokens are make_feedback_token's.
+    got = feedback_tokens(
+        SECRET, subscriber_id=subscriber_id, list_id=list_id, version=version, salt=SALT,
+        entry_ids=entries,
+    )  # fmt: skip
+
+    def one(entry_id: int, direction: FeedbackDirection) -> str:
+        return make_feedback_token(
+            SECRET, subscriber_id=subscriber_id, list_id=list_id, version=version,
+            salt=SALT, entry_id=entry_id, direction=direction,
+        )  # fmt: skip
+
+    assert got == [(one(e, "more"), one(e, "fewer")) for e in entries]
+
+
+def test_a_digests_feedback_tokens_check_their_fields() -> None:
+    for bad in ({"salt": ""}, {"entry_ids": [2**64]}, {"version": -1}):
+        kw: dict[str, object] = {"subscriber_id": 1, "version": 1, "salt": SALT, "entry_ids": [1]}
+        kw.update(bad)
+        with pytest.raises(TokenError):
+            feedback_tokens(SECRET, list_id=LIST, **kw)  # type: ignore[arg-type]
+    with pytest.raises(TokenError):
+        feedback_tokens(b"", subscriber_id=1, list_id=LIST, version=1, salt=SALT, entry_ids=[])

@@ -134,25 +134,21 @@ class Composer:
     ) -> dict[int, tuple[str, str]]:
         """Each card's "More/Fewer like this" URLs, signed for this subscriber row."""
         nl = self.settings.newsletter
-        out: dict[int, tuple[str, str]] = {}
-        for m in matches:
-            more, fewer = (
-                tokens.feedback_url(
-                    nl.base_url,
-                    tokens.make_feedback_token(
-                        self.secret,
-                        subscriber_id=subscriber_id,
-                        list_id=nl.list_id,
-                        version=version,
-                        salt=salt,
-                        entry_id=m.article.id,
-                        direction=direction,
-                    ),
-                )
-                for direction in ("more", "fewer")
-            )
-            out[m.article.id] = (more, fewer)
-        return out
+        ids = [m.article.id for m in matches]
+        pairs = tokens.feedback_tokens(
+            self.secret,
+            subscriber_id=subscriber_id,
+            list_id=nl.list_id,
+            version=version,
+            salt=salt,
+            entry_ids=ids,
+        )
+        base = nl.base_url
+        url = tokens.feedback_url
+        return {
+            i: (url(base, more), url(base, fewer))
+            for i, (more, fewer) in zip(ids, pairs, strict=True)
+        }
 
     def _windows(
         self, session: Session, jobs: Sequence[DigestJob], profiles: dict[int, Profile]
