@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.message import EmailMessage
+from itertools import compress
 
 from newsletter.errors import RenderError
 from newsletter.render.headers import HeaderFields, Headers, Mailbox, header_fields
@@ -53,15 +54,20 @@ def short_lines(doc: bytes) -> bytes:
 def cut_lines(doc: bytes) -> tuple[bytes, int]:
     """:func:`short_lines` of ``doc``, and the length of its longest line then."""
     lines = doc.split(b"\n")
-    longest = max(map(len, lines))
+    lengths = list(map(len, lines))
+    longest = max(lengths)
     if longest <= MAX_HTML_LINE:
         return doc, longest
-    lines = [_cut(line) if len(line) > MAX_HTML_LINE else line for line in lines]
-    cut = b"\n".join(lines)
-    return cut, max(map(len, cut.split(b"\n")))
+    # Only the long lines are visited (found in C); the rest keep their lengths.
+    longest = max(filter(MAX_HTML_LINE.__ge__, lengths), default=0)
+    for i in compress(range(len(lines)), map(MAX_HTML_LINE.__lt__, lengths)):
+        pieces = _cut(lines[i])
+        lines[i] = b"\n".join(pieces)
+        longest = max(longest, *map(len, pieces))
+    return b"\n".join(lines), longest
 
 
-def _cut(line: bytes) -> bytes:
+def _cut(line: bytes) -> list[bytes]:
     text_ok = _RAW_TEXT.search(line) is None
 
     def safe(p: int) -> bool:
@@ -86,7 +92,7 @@ def _cut(line: bytes) -> bytes:
         pieces.append(line[start:cut])
         start = cut + 1
     pieces.append(line[start:])
-    return b"\n".join(pieces)
+    return pieces
 
 
 def _boundary(message_id: str, *bodies: bytes) -> str:
