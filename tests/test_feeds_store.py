@@ -6,10 +6,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from newsletter.config import FeedSettings
 from newsletter.db import session_scope
+from newsletter.db.candidates import ArticleCache, load_candidates
 from newsletter.db.entries import (
     entry_counts,
     record_fetch,
@@ -18,7 +19,7 @@ from newsletter.db.entries import (
     to_article,
 )
 from newsletter.db.runs import last_run
-from newsletter.domain import ParsedEntry
+from newsletter.domain import Article, ParsedEntry
 from newsletter.models import Entry, EntrySource, Feed
 from newsletter.pipeline.fetch import fetch_feeds
 from tests.support.feeds import settings_for
@@ -211,3 +212,41 @@ def test_whole_feedparser_corpus_ingests(engine: Engine, tmp_path: Path) -> None
     with session_scope(engine) as s:
         run = last_run(s, "fetch")
         assert run is not None and run.summary["totals"]["feeds"] == len(files)
+
+
+def test_the_article_cache_decodes_only_new_or_changed_entries(engine: Engine) -> None:
+    # Composing keeps one ArticleCache per process: each batch of a send loads the
+    # same pool again, and must see every change a fetch made meanwhile.
+    a, _ = _two_feeds(engine)
+    since, until = T0 - timedelta(days=1), T1 + timedelta(days=1)
+    cache = ArticleCache()
+
+    def both() -> tuple[list[Article], list[Article]]:
+        with session_scope(engine) as s:
+            cached = load_candidates(s, since=since, until=until, cache=cache)
+            plain = load_candidates(s, since=since, until=until)
+        return cached, plain
+
+    with session_scope(engine) as s:
+        store_entries(s, a, [_entry(f"g{i}", f"k{i}") for i in range(3)], now=T0)
+    first, plain = both()
+    assert first == plain and len(first) == 3 and len(cache) == 3
+    again, _ = both()
+    assert all(x is y for x, y in zip(again, first, strict=True))  # nothing decoded again
+
+    with session_scope(engine) as s:  # new upvotes for g1, a new entry, a renamed feed
+        store_entries(s, a, [_entry("g1", "k1", extra={"hf:upvotes": "7"})], now=T1)
+        store_entries(s, a, [_entry("g3", "k3")], now=T1)
+    changed, plain = both()
+    assert changed == plain and len(changed) == 4
+    assert [x.upvotes for x in changed[:3]] == [None, 7, None]
+    assert changed[0] is first[0] and changed[1] is not first[1]
+    with session_scope(engine) as s:
+        s.execute(update(Feed).where(Feed.id == a).values(name="renamed"))
+    renamed, plain = both()
+    assert renamed == plain and {x.feed_name for x in renamed} == {"renamed"}
+
+    small = ArticleCache(limit=2)  # over its limit it starts again, still right
+    with session_scope(engine) as s:
+        got = load_candidates(s, since=since, until=until, cache=small)
+    assert got == plain

@@ -47,9 +47,12 @@ _ARTICLE_COLUMNS = (
 )
 
 
-def load_candidates(session: Session, *, since: datetime, until: datetime) -> list[Article]:
-    """Entries first fetched after ``since`` and up to ``until``, oldest first."""
-    return _load(session, since=since, until=until, listed_since=None)[0]
+def load_candidates(
+    session: Session, *, since: datetime, until: datetime, cache: ArticleCache | None = None
+) -> list[Article]:
+    """Entries first fetched after ``since`` and up to ``until``, oldest first (through
+    ``cache``, when given, decoding only new or changed rows)."""
+    return _load(session, since=since, until=until, listed_since=None, cache=cache)[0]
 
 
 def trending_floor(end: datetime, days: int) -> datetime:
@@ -70,11 +73,73 @@ def _in_pool(
     return or_(window, listed)
 
 
+class ArticleCache:
+    """Articles one process decoded before, reused while their rows are unchanged.
+
+    Every batch of a send loads the same pool of entries again, in every composing
+    process, and decoding the rows (JSON columns, times) is most of that. With a cache
+    a load reads only each row's id, ``updated_at``, listing day and feed name, and
+    decodes just the rows that are new or changed: entries are only ever updated with
+    a new ``updated_at`` (:mod:`newsletter.db.entries`). Keep one per process.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._known: dict[int, tuple[tuple[datetime, str], Article]] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def load(
+        self, session: Session, pool: ColumnElement[bool], listed_since: datetime | None
+    ) -> tuple[list[Article], frozenset[int]]:
+        """The entries of ``pool`` (oldest first) and those listed since ``listed_since``."""
+        rows = session.execute(
+            select(Entry.id, Entry.updated_at, Entry.listed_at, Feed.name)
+            .outerjoin(Feed, Feed.id == Entry.feed_id)
+            .where(pool)
+            .order_by(Entry.first_seen_at, Entry.id)
+        ).all()
+        known = self._known
+        stale = [
+            eid
+            for eid, updated, _, feed in rows
+            if (got := known.get(eid)) is None or got[0] != (updated, feed or "")
+        ]
+        if len(known) + len(stale) > self.limit:
+            known.clear()
+            stale = [eid for eid, *_ in rows]
+        for chunk in chunks(stale):
+            fresh = session.execute(
+                select(*_ARTICLE_COLUMNS, Entry.updated_at, Feed.name.label("feed_name"))
+                .outerjoin(Feed, Feed.id == Entry.feed_id)
+                .where(Entry.id.in_(chunk))
+            )
+            for row in fresh:
+                feed = row.feed_name or ""
+                article = to_article(cast(EntryColumns, row), feed_name=feed)
+                known[row.id] = ((row.updated_at, feed), article)
+        articles = [known[eid][1] for eid, *_ in rows]
+        listed = frozenset(
+            eid
+            for eid, _, at, _ in rows
+            if listed_since is not None and at is not None and at >= listed_since
+        )
+        return articles, listed
+
+
 def _load(
-    session: Session, *, since: datetime, until: datetime, listed_since: datetime | None
+    session: Session,
+    *,
+    since: datetime,
+    until: datetime,
+    listed_since: datetime | None,
+    cache: ArticleCache | None = None,
 ) -> tuple[list[Article], frozenset[int]]:
     """:func:`load_candidates`, plus the entries listed since ``listed_since`` (their ids
     apart: they are trending candidates only, unless first fetched in the window too)."""
+    if cache is not None:
+        return cache.load(session, _in_pool(since, until, listed_since), listed_since)
     rows = session.execute(
         select(*_ARTICLE_COLUMNS, Entry.listed_at, Feed.name.label("feed_name"))
         .outerjoin(Feed, Feed.id == Entry.feed_id)
@@ -202,6 +267,7 @@ def candidate_windows(
     frequency_of: Mapping[int, str],
     since: datetime | None = None,
     trending_days: int | None = None,
+    cache: ArticleCache | None = None,
 ) -> tuple[list[Article], dict[int, CandidateWindow]]:
     """The candidate entries of a batch of subscribers, as of ``now``.
 
@@ -211,6 +277,7 @@ def candidate_windows(
     ``Matcher.trending``. ``trending_days`` (``newsletter.trending_days``; None when
     nobody in the batch wants trending picks) keeps recently listed papers trending
     candidates. Subscribers missing from ``frequency_of`` are taken as daily.
+    ``cache`` (a process's :class:`ArticleCache`) saves decoding unchanged entries again.
     """
     ids = list(dict.fromkeys(subscriber_ids))
     if not ids:
@@ -218,7 +285,7 @@ def candidate_windows(
     starts = window_starts(session, ids, end=now, frequency_of=frequency_of, since=since)
     lowest = min(starts.values())
     floor = trending_floor(now, trending_days) if trending_days is not None else None
-    articles, listed = _load(session, since=lowest, until=now, listed_since=floor)
+    articles, listed = _load(session, since=lowest, until=now, listed_since=floor, cache=cache)
     already = _already_sent(session, ids, since=lowest, until=now, listed_since=floor)
     windows: dict[int, CandidateWindow] = {}
     # Most subscribers of a batch share their window: one frozenset for all of them

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from newsletter import tokens
 from newsletter.config import Settings
-from newsletter.db.candidates import CandidateWindow, candidate_windows
+from newsletter.db.candidates import ArticleCache, CandidateWindow, candidate_windows
 from newsletter.db.copies import compress_copy
 from newsletter.db.subscriber_reads import link_keys, load_profiles
 from newsletter.domain import Article, Match, Profile
@@ -90,6 +90,8 @@ class Composer:
         # The index of the last batch's articles: a send's batches share one window,
         # so rebuilding it (about a second per thousand articles) would be wasted.
         self._matcher: Matcher | None = None
+        # The entries decoded so far: the next batch decodes only new or changed ones.
+        self.articles = ArticleCache()
 
     def _matcher_for(self, articles: Sequence[Article]) -> Matcher:
         known = self._matcher
@@ -185,6 +187,7 @@ class Composer:
                 frequency_of=frequency,
                 since=since,
                 trending_days=trending_days if wants else None,
+                cache=self.articles,
             )
             articles.update((a.id, a) for a in found)
             for job in group:
