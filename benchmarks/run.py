@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 
 from benchmarks.peer import measure_rss2email
-from benchmarks.smtp_sink import SmtpSink
+from benchmarks.postfix_sink import open_sink, sink_name
 from benchmarks.workload import load_corpus, make_articles, store_workload
 from newsletter.config import Settings, settings_from_mapping
 from newsletter.db import session_scope
@@ -385,12 +385,16 @@ def measure_reference(
 
 
 def measure_smtp(
-    messages: Sequence[OutgoingMessage], total: int, *, connections: int = 4
+    messages: Sequence[OutgoingMessage],
+    total: int,
+    *,
+    connections: int = 4,
+    sink_kind: str = "auto",
 ) -> dict[str, float]:
     """``total`` messages (cycling ``messages``) through ``SmtpSender`` to a local sink."""
     if not messages or total <= 0:
         return {}
-    with SmtpSink() as sink:
+    with open_sink(sink_kind) as sink:
         smtp = settings_from_mapping(
             {
                 "smtp": {
@@ -433,7 +437,7 @@ def measure_smtp(
 
 
 def measure_send_over_smtp(
-    settings: Settings, workers: int, *, limit: int, connections: int
+    settings: Settings, workers: int, *, limit: int, connections: int, sink_kind: str = "auto"
 ) -> dict[str, float]:
     """``send_due`` again for ``limit`` subscribers, now through ``SmtpSender`` to the sink.
 
@@ -446,7 +450,7 @@ def measure_send_over_smtp(
         emails = _clear_outbox(engine, limit)
         if not emails:
             return {}
-        with SmtpSink() as sink:
+        with open_sink(sink_kind) as sink:
             smtp = {
                 "host": "127.0.0.1",
                 "port": sink.port,
@@ -501,6 +505,7 @@ def run_one(
     *,
     send_smtp: int,
     reference_whole: int,
+    sink_kind: str = "auto",
 ) -> dict[str, Any]:
     """Every figure for one N, in this process (``--one``)."""
     with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
@@ -524,12 +529,21 @@ def run_one(
         result["cpu_speedup_vs_reference"] = round(
             result["reference_cpu_us_total"] / result["cpu_us_total"], 1
         )
-        result.update(measure_smtp(sink.kept, min(n, smtp_messages), connections=connections))
         result.update(
-            measure_send_over_smtp(
-                settings, workers, limit=min(n, send_smtp), connections=connections
+            measure_smtp(
+                sink.kept, min(n, smtp_messages), connections=connections, sink_kind=sink_kind
             )
         )
+        result.update(
+            measure_send_over_smtp(
+                settings,
+                workers,
+                limit=min(n, send_smtp),
+                connections=connections,
+                sink_kind=sink_kind,
+            )
+        )
+        result["smtp_sink"] = sink_name(sink_kind)
         result["load_after"] = round(os.getloadavg()[0], 2)
         result["setup_seconds"] = round(setup, 3)
         result["workers"] = workers
@@ -639,6 +653,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--reference-whole", type=int, default=400, help="reference pipeline whole: subscribers"
     )
     ap.add_argument("--smtp-connections", type=int, default=4, help="parallel SMTP connections")
+    ap.add_argument(
+        "--sink",
+        choices=("auto", "builtin", "postfix"),
+        default="auto",
+        help="SMTP sink: Postfix's smtp-sink (in C; auto: where installed) or our own",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -654,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.smtp_connections,
             send_smtp=args.send_smtp,
             reference_whole=args.reference_whole,
+            sink_kind=args.sink,
         )
         print(json.dumps(res))
         return 0
@@ -681,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(args.send_smtp),
             "--reference-whole",
             str(args.reference_whole),
+            "--sink",
+            args.sink,
         ]
         done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))

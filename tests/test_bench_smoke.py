@@ -14,9 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from benchmarks.postfix_sink import PostfixSink, postfix_sink_path, sink_name
 from benchmarks.run import NOW, bench_settings, load_workload, main
+from newsletter.config import settings_from_mapping
 from newsletter.db.core import connect
 from newsletter.db.subscriber_reads import active_subscriber_ids
+from newsletter.delivery import OutgoingMessage
+from newsletter.delivery.smtp import SmtpSender
 from newsletter.pipeline.compose import Composer
 from newsletter.pipeline.jobs import DigestJob
 from newsletter.pipeline.parallel import ProcessComposer
@@ -69,6 +73,7 @@ def test_benchmark_writes_the_table_and_json(
     assert run["emails_per_second"] > 0 and run["speedup_vs_reference"] > 0
     assert run["bytes_per_email"] > 1000
     assert report["smtp_messages_per_second"] == run["smtp_messages_per_second"] > 0
+    assert run["smtp_sink"] in ("postfix smtp-sink", "builtin")
     assert report["machine"]["cpu_count"] >= 1 and report["machine"]["python"]
     assert report["machine"]["libraries"]["premailer"]
     # Every stage was measured in the workers, and the stages are a part of their CPU.
@@ -83,6 +88,25 @@ def test_benchmark_writes_the_table_and_json(
     assert table.startswith("| N | load | generate/s (wall) |") and "| 20 |" in table
     assert "| db | match | tokens | cards |" in table
     assert ("| rss2email " in table) == bool(report["peer"])
+
+
+@pytest.mark.skipif(
+    postfix_sink_path() is None,
+    reason="Postfix's smtp-sink is not installed (apt-get install postfix)",
+)
+def test_postfix_smtp_sink_counts_what_the_sender_delivered() -> None:
+    # make bench measures against smtp-sink where installed (its CPU is a small share of
+    # the two cores); its count is what the benchmark checks every send against.
+    data = b"Subject: x\r\n\r\n" + b"line\r\n" * 2000
+    with PostfixSink() as sink:
+        sender = SmtpSender(
+            settings_from_mapping({"smtp": {"host": "127.0.0.1", "port": sink.port}}).smtp
+        )
+        for i in range(5):
+            sender.send(OutgoingMessage("a@example.org", f"r{i}@example.org", data))
+        sender.close()
+    assert sink.messages == 5
+    assert sink_name("auto") == "postfix smtp-sink" and sink_name("builtin") == "builtin"
 
 
 def test_process_composer_composes_exactly_what_the_composer_does(
