@@ -129,6 +129,22 @@ def test_joining_needs_a_hyphen_or_two_real_words() -> None:
     assert marked("multiobjective", "multi. Objective") == []
 
 
+def test_the_second_word_of_a_phrase_may_come_by_any_rule() -> None:
+    """A two-word keyword is looked for only where its second word can follow (its
+    term in the field, or a joinable pair for it): every way of writing it still hits."""
+    texts = ["reward multiobjective", "reward multi-objective", "reward multi objective"]
+    for keyword in ("reward multiobjective", "reward multi-objective"):
+        for text in texts:
+            assert marked(keyword, f"On {text} agents") == [text], (keyword, text)
+            assert marked(Keyword(keyword, exact=True), f"On {text} agents") == [text]
+    assert marked("reward multiobjective", "reward multi. objective") == []
+    assert marked("rewards pretraining", "Rewarding pre-training, rewards pre-train") == [
+        "Rewarding pre-training",
+        "rewards pre-train",
+    ]
+    assert marked("reward model", "reward and model, reward\u2011models") == ["reward\u2011models"]
+
+
 def test_punctuation_between_the_words_of_a_phrase_is_ignored() -> None:
     assert marked("language model", "Language-Model agents") == ["Language-Model"]
     assert marked("gpt 4", "Evaluating GPT-4 and GPT4o") == ["GPT-4"]

@@ -161,6 +161,33 @@ def test_matcher_equals_reference(data: st.DataObject, vocab: list[str]) -> None
         )
 
 
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), vocab=vocabularies())
+def test_two_word_keywords_equal_reference(data: st.DataObject, vocab: list[str]) -> None:
+    """Two-word keywords skip the fields where their second word cannot follow: the
+    fields left out must be exactly those the reference finds nothing in."""
+    batch = data.draw(articles(vocab, max_n=10))
+    words = st.sampled_from(vocab)
+    kws = data.draw(
+        st.lists(
+            st.builds(
+                Keyword,
+                term=st.builds(
+                    lambda a, sep, b: f"{a}{sep}{b}", words, st.sampled_from([" ", "-"]), words
+                ),
+                exact=st.booleans(),
+                field=st.none() | st.sampled_from(FIELDS),
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    matcher = Matcher(batch)
+    for kw in kws:
+        p = Profile(email="p@example.org", keywords=(kw,))
+        assert matcher.match(p) == reference_match(batch, p), kw
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data(), vocab=vocabularies())
 def test_top_limit_of_a_larger_batch_equals_reference(

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
 from newsletter.domain import FIELDS, Article
 from newsletter.matching.textnorm import BARRIER, Pattern, Words, field_words, term
 
-__all__ = ["N_FIELDS", "Occurrences", "Span", "TextIndex", "gc_paused"]
+__all__ = ["N_FIELDS", "Occurrences", "Plan", "Span", "TextIndex", "gc_paused"]
 
 N_FIELDS = len(FIELDS)
 K = TypeVar("K")
@@ -109,6 +109,25 @@ def _end(pat: Pattern, fx: _FieldIndex, p: int, j: int) -> int:
     return best
 
 
+class Plan:
+    """One pattern against one index: where a match can start, by rule 1 (``firsts``,
+    the postings of its first term) and by rules 2 and 3 (``joined``), by field slot.
+    Made once per pattern; the spans of any article are found from it later."""
+
+    __slots__ = ("firsts", "joined", "pattern", "single")
+
+    def __init__(
+        self,
+        pattern: Pattern,
+        firsts: dict[int, tuple[int, ...]],
+        joined: dict[int, set[int]],
+    ) -> None:
+        self.pattern = pattern
+        self.firsts = firsts
+        self.joined = joined
+        self.single = len(pattern.folds) == 1
+
+
 class TextIndex:
     """Postings over every field of a batch; article ``i`` of ``articles`` is slot ``i``.
 
@@ -120,6 +139,7 @@ class TextIndex:
         with gc_paused():
             self._build(articles)
         self._sorted_folds = sorted(self._by_fold)
+        self._heads = frozenset(head for head, _ in self._pair_fold)
 
     def _build(self, articles: Sequence[Article]) -> None:
         """Tokenise every field once and build the postings (the lists built here
@@ -166,72 +186,126 @@ class TextIndex:
                         starts.setdefault(fid, set()).update(ps)
                 i += 1
         pairs = self._pair_fold if pat.exact else self._pair_term
+        heads = self._heads
         for cut in range(1, len(k0)):
             head = k0[:cut]
-            if head in self._by_fold:
+            # Only a word that joins the next can be the head of a pair: checking that
+            # first skips stemming every tail of the keyword.
+            if head in heads:
                 for fid, ps in pairs.get((head, norm(k0[cut:])), {}).items():
                     starts.setdefault(fid, set()).update(ps)
         return starts
 
-    def find(self, pat: Pattern) -> dict[int, Occurrences]:
-        """Article slot -> where ``pat`` matches it, in every field."""
+    def _pair_fields(self, pat: Pattern, j: int) -> set[int]:
+        """Field slots where keyword word ``j`` can be written as two joinable words
+        (rule 3): a joinable pair (a head of it, the rest's term) occurs there."""
+        norm = pat.normalise
+        word = pat.folds[j]
+        pairs = self._pair_fold if pat.exact else self._pair_term
+        heads = self._heads
+        found: set[int] = set()
+        for cut in range(1, len(word)):
+            head = word[:cut]
+            if head in heads:
+                found.update(pairs.get((head, norm(word[cut:])), ()))
+        return found
+
+    def plan(self, pat: Pattern) -> Plan:
+        """Where ``pat`` can start (nowhere for a pattern that never matches)."""
         if pat.never:
-            return {}
-        single = len(pat.folds) == 1
+            return Plan(pat, {}, {})
+        by_first = (self._by_fold if pat.exact else self._by_term).get(pat.terms[0], {})
+        return Plan(pat, by_first, self._joined_starts(pat))
+
+    def _spans(
+        self,
+        plan: Plan,
+        fid: int,
+        firsts: tuple[int, ...],
+        others: Collection[int],
+        *,
+        any_one: bool = False,
+    ) -> tuple[Span, ...]:
+        """The merged spans of ``pat`` in field slot ``fid``, from its candidate starts
+        (``firsts`` by rule 1, ``others`` by rules 2 and 3); with ``any_one``, only
+        the first found (enough to know the field is hit)."""
+        fx = self._fields[fid]
+        pat, single = plan.pattern, plan.single
+        if single and not others:
+            # One word by rule 1 at each position, sorted: nothing to verify.
+            # (Where rule 3 could reach a word further, the position is in ``others``.)
+            if any_one:
+                return ((fx.starts[firsts[0]], fx.ends[firsts[0]]),)
+            starts, ends = fx.starts, fx.ends
+            return tuple([(starts[p], ends[p]) for p in firsts])
+        texts = fx.folds if pat.exact else fx.terms
         k1 = "" if single else pat.folds[1][0]
         t1 = "" if single else pat.terms[1]
-        by_first = (self._by_fold if pat.exact else self._by_term).get(pat.terms[0], {})
-        joined = self._joined_starts(pat)
-        if single and not joined:
-            return self._single(by_first)
-        by_slot: dict[int, list[tuple[int, tuple[Span, ...]]]] = {}
-        for fid in sorted(by_first.keys() | joined.keys()):
-            fx = self._fields[fid]
-            texts = fx.folds if pat.exact else fx.terms
-            others = joined.get(fid, _NO_POSITIONS)
-            firsts = by_first.get(fid, ())
-            if single and not others:
-                # One word by rule 1 at each position, sorted: nothing to verify.
-                # (Where rule 3 could reach a word further, the position is in
-                # ``others``.)
-                by_slot.setdefault(fid // N_FIELDS, []).append(
-                    (fid % N_FIELDS, tuple([(fx.starts[p], fx.ends[p]) for p in firsts]))
-                )
+        spans: list[Span] = []
+        for p in firsts:
+            if p in others:
                 continue
-            spans: list[Span] = []
-            for p in firsts:
-                if p in others:
+            if single:
+                end = p + 1
+            else:
+                # The next step must take the next word by rule 1, or by rule
+                # 2 or 3, which both need its first letter.
+                q = p + 1
+                if q >= len(texts) or (texts[q] != t1 and fx.folds[q][0] != k1):
                     continue
-                if single:
-                    end = p + 1
-                else:
-                    # The next step must take the next word by rule 1, or by rule
-                    # 2 or 3, which both need its first letter.
-                    q = p + 1
-                    if q >= len(texts) or (texts[q] != t1 and fx.folds[q][0] != k1):
-                        continue
-                    end = _end(pat, fx, p, 0)
-                if end > p:
-                    spans.append((fx.starts[p], fx.ends[end - 1]))
-            for p in others:
                 end = _end(pat, fx, p, 0)
-                if end > p:
-                    spans.append((fx.starts[p], fx.ends[end - 1]))
-            if spans:
-                by_slot.setdefault(fid // N_FIELDS, []).append((fid % N_FIELDS, _merge(spans)))
-        return {slot: tuple(occ) for slot, occ in by_slot.items()}
+            if end > p:
+                spans.append((fx.starts[p], fx.ends[end - 1]))
+                if any_one:
+                    return tuple(spans)
+        for p in others:
+            end = _end(pat, fx, p, 0)
+            if end > p:
+                spans.append((fx.starts[p], fx.ends[end - 1]))
+                if any_one:
+                    return tuple(spans)
+        return _merge(spans)
 
-    def _single(self, postings: dict[int, tuple[int, ...]]) -> dict[int, Occurrences]:
-        """A one-word keyword that only rule 1 matches (the common case): every
-        position is a match of its own; no verification, no merging. Postings are in
-        field-slot order, so fields come in FIELDS order within an article."""
-        fields = self._fields
-        found: dict[int, Occurrences] = {}
-        for fid, positions in postings.items():
-            fx = fields[fid]
-            starts, ends = fx.starts, fx.ends
-            slot, f = divmod(fid, N_FIELDS)
-            entry = ((f, tuple([(starts[p], ends[p]) for p in positions])),)
-            before = found.get(slot)
-            found[slot] = entry if before is None else before + entry
-        return found
+    def hit_fields(self, plan: Plan) -> list[int]:
+        """The field slots the plan's pattern matches, ascending (so by article slot,
+        then in FIELDS order); no spans: those are made only for what is shown
+        (:meth:`occurrences_at`)."""
+        by_first, joined = plan.firsts, plan.joined
+        if plan.single and not joined:
+            return list(by_first)  # built in field-slot order; every position matches
+        candidates = by_first.keys() | joined.keys()
+        pat = plan.pattern
+        if len(pat.folds) == 2:
+            # Off the rules 2 and 3 starts (``joined``), a match starts with the first
+            # word by rule 1 and needs the second by rule 1 (its term in the field) or
+            # rule 3 (a joinable pair for it); rule 2 needs a third word.
+            later = (self._by_fold if pat.exact else self._by_term).get(pat.terms[1], {})
+            candidates = (by_first.keys() & (later.keys() | self._pair_fields(pat, 1))) | (
+                joined.keys()
+            )
+        spans = self._spans
+        return [
+            fid
+            for fid in sorted(candidates)
+            if spans(plan, fid, by_first.get(fid, ()), joined.get(fid, _NO_POSITIONS), any_one=True)
+        ]
+
+    def occurrences_at(self, plan: Plan, slot: int) -> Occurrences:
+        """Where the plan's pattern matches article ``slot``, in every field (empty:
+        nowhere)."""
+        by_first, joined = plan.firsts, plan.joined
+        found: list[tuple[int, tuple[Span, ...]]] = []
+        for fid in range(slot * N_FIELDS, slot * N_FIELDS + N_FIELDS):
+            firsts = by_first.get(fid, ())
+            others = joined.get(fid, _NO_POSITIONS)
+            if firsts or others:
+                spans = self._spans(plan, fid, firsts, others)
+                if spans:
+                    found.append((fid % N_FIELDS, spans))
+        return tuple(found)
+
+    def find(self, pat: Pattern) -> dict[int, Occurrences]:
+        """Article slot -> where ``pat`` matches it, in every field (all at once)."""
+        plan = self.plan(pat)
+        slots = dict.fromkeys(fid // N_FIELDS for fid in self.hit_fields(plan))
+        return {slot: self.occurrences_at(plan, slot) for slot in slots}

@@ -35,9 +35,9 @@ import numpy as np
 import numpy.typing as npt
 
 from newsletter.domain import FIELDS, Article, Field, Hit, Keyword, Match, Profile
-from newsletter.matching.index import Occurrences, Span, TextIndex, gc_paused
+from newsletter.matching.index import N_FIELDS, Occurrences, Plan, Span, TextIndex, gc_paused
 from newsletter.matching.popularity import popularity
-from newsletter.matching.textnorm import LIST_SEPARATOR, Pattern, compile_pattern, field_text
+from newsletter.matching.textnorm import LIST_SEPARATOR, compile_pattern, field_text
 
 __all__ = [
     "FIELD_FACTORS",
@@ -54,7 +54,7 @@ FIELD_FACTORS: Mapping[Field, float] = {
     "author": 2.0,
     "category": 1.5,
 }
-_FACTORS = tuple(FIELD_FACTORS[f] for f in FIELDS)
+_FACTOR_ARRAY = np.array([FIELD_FACTORS[f] for f in FIELDS], dtype=np.float64)
 _maximum = np.maximum.reduce
 _minimum = np.minimum.reduce
 # Candidate sets remembered (a send's subscribers share a handful of windows).
@@ -67,28 +67,41 @@ Mask = npt.NDArray[np.bool_]
 
 class _Compiled:
     """One keyword (term, exact, field) against one batch: the slots it hits, in
-    order, and its score contribution to each (the factors of the fields hit)."""
+    order, and its score contribution to each (the factors of the fields hit). Its
+    spans are found only for the slots a profile shows (:meth:`occurrences`)."""
 
-    __slots__ = ("by_weight", "contrib", "occ", "slots", "term")
+    __slots__ = ("by_weight", "contrib", "field", "index", "plan", "slots", "term")
 
-    def __init__(self, term: str, occ: dict[int, Occurrences]) -> None:
+    def __init__(self, term: str, index: TextIndex, plan: Plan, field: int | None) -> None:
         self.term = term
-        self.occ = occ  # restricted to the keyword's field
-        order = sorted(occ)
-        contrib: list[float] = []
-        for slot in order:
-            # Summed in FIELDS order from 0.0, as the reference does.
-            c = 0.0
-            for f, _spans in occ[slot]:
-                c += _FACTORS[f]
-            contrib.append(c)
-        self.slots: Slots = np.array(order, dtype=np.intp)
-        self.contrib: Floats = np.array(contrib, dtype=np.float64)
+        self.index = index
+        self.plan = plan
+        self.field = field
+        fids = index.hit_fields(plan)
+        if field is not None:
+            fids = [fid for fid in fids if fid % N_FIELDS == field]
+        if fids:
+            at = np.array(fids, dtype=np.intp)
+            slot_of = at // N_FIELDS
+            first = np.flatnonzero(np.concatenate(([True], slot_of[1:] != slot_of[:-1])))
+            self.slots: Slots = slot_of[first]
+            # Summed in FIELDS order, as the reference does (from 0.0: x + 0.0 is x).
+            self.contrib: Floats = np.add.reduceat(_FACTOR_ARRAY[at % N_FIELDS], first)
+        else:
+            self.slots = np.zeros(0, dtype=np.intp)
+            self.contrib = np.zeros(0, dtype=np.float64)
         self.by_weight: dict[float, _Weighted] = {}
 
+    def occurrences(self, slot: int) -> Occurrences:
+        """Where the keyword matches article ``slot`` (one it hits), in its field."""
+        found = self.index.occurrences_at(self.plan, slot)
+        if self.field is not None:
+            return tuple(x for x in found if x[0] == self.field)
+        return found
+
     def weighted(self, weight: float) -> _Weighted:
-        """This keyword at ``weight``; kept only for a float weight, so that a shared
-        ``Hit`` always carries the very weight the profile gave (``3`` and ``3.0``
+        """This keyword at ``weight``; kept only for a float weight, so that its
+        hits always carry the very weight the profile gave (``3`` and ``3.0``
         are one dictionary key)."""
         found = self.by_weight.get(weight) if type(weight) is float else None
         if found is None:
@@ -101,25 +114,24 @@ class _Compiled:
 class _Weighted:
     """One keyword at one weight: ``weight * contrib`` (the IEEE product the reference
     makes) and the hits that explain it, built the first time an article makes a
-    profile's top and shared from then on (a ``Hit`` is immutable)."""
+    profile's top and shared from then on (a ``Hit`` is immutable; a popular article
+    is in many profiles' tops)."""
 
-    __slots__ = ("hits", "occ", "scaled", "slots", "term", "weight")
+    __slots__ = ("compiled", "hits", "scaled", "slots", "weight")
 
     def __init__(self, compiled: _Compiled, weight: float) -> None:
+        self.compiled = compiled
         self.slots = compiled.slots
         self.scaled: Floats = weight * compiled.contrib
-        self.occ = compiled.occ
-        self.term = compiled.term
         self.weight = weight
-        self.hits: list[tuple[Hit, ...] | None] = [None] * len(self.slots)
+        self.hits: dict[int, tuple[Hit, ...]] = {}
 
-    def hits_at(self, i: int, slot: int) -> tuple[Hit, ...]:
-        """The hits at ``slot``, the keyword's ``i``-th."""
-        found = self.hits[i]
-        if found is None:
-            found = self.hits[i] = tuple(
-                Hit(self.term, FIELDS[f], spans, self.weight) for f, spans in self.occ[slot]
-            )
+    def hits_at(self, slot: int) -> tuple[Hit, ...]:
+        """The hits at ``slot`` (one the keyword hits)."""
+        term, weight = self.compiled.term, self.weight
+        found = self.hits[slot] = tuple(
+            [Hit(term, FIELDS[f], spans, weight) for f, spans in self.compiled.occurrences(slot)]
+        )
         return found
 
 
@@ -150,8 +162,7 @@ class Matcher:
         )
         self._slot_of = {a.id: slot for slot, a in enumerate(self._ranked)}
         self._text = TextIndex(self._ranked)
-        self._patterns: dict[tuple[str, bool], Pattern] = {}
-        self._occurrences: dict[Pattern, dict[int, Occurrences]] = {}
+        self._plans: dict[tuple[str, bool], Plan] = {}
         self._keywords: dict[tuple[str, bool, Field | None], _Compiled] = {}
         self._masks: dict[frozenset[int], Mask | None] = {}
         self._popularity: dict[float, Floats] = {}
@@ -164,19 +175,13 @@ class Matcher:
     def articles(self) -> Sequence[Article]:
         return self._articles
 
-    def _pattern(self, kw: Keyword) -> Pattern:
+    def _plan(self, kw: Keyword) -> Plan:
         key = (kw.term, kw.exact)
-        pat = self._patterns.get(key)
-        if pat is None:
-            pat = self._patterns[key] = compile_pattern(kw.term, exact=kw.exact)
-        return pat
-
-    def _occurrences_of(self, pat: Pattern) -> dict[int, Occurrences]:
-        """Article slot -> where ``pat`` matches it, in every field (cached)."""
-        found = self._occurrences.get(pat)
-        if found is None:
-            found = self._occurrences[pat] = self._text.find(pat)
-        return found
+        plan = self._plans.get(key)
+        if plan is None:
+            pattern = compile_pattern(kw.term, exact=kw.exact)
+            plan = self._plans[key] = self._text.plan(pattern)
+        return plan
 
     def _compiled(self, kw: Keyword) -> _Compiled:
         key = (kw.term, kw.exact, kw.field)
@@ -202,15 +207,8 @@ class Matcher:
                         known[key] = self._compile(kw)
 
     def _compile(self, kw: Keyword) -> _Compiled:
-        occ = self._occurrences_of(self._pattern(kw))
-        if kw.field is not None:
-            wanted = FIELDS.index(kw.field)
-            occ = {
-                slot: kept
-                for slot, o in occ.items()
-                if (kept := tuple(x for x in o if x[0] == wanted))
-            }
-        return _Compiled(kw.term, occ)
+        field = None if kw.field is None else FIELDS.index(kw.field)
+        return _Compiled(kw.term, self._text, self._plan(kw), field)
 
     def _allowed(self, candidates: Collection[int]) -> Mask | None:
         """The candidates as a mask over slots; None when every article is one.
@@ -250,7 +248,7 @@ class Matcher:
         weighted: list[_Weighted] = []
         for kw in profile.keywords:
             comp = known.get((kw.term, kw.exact, kw.field)) or self._compiled(kw)
-            if comp.occ:
+            if len(comp.slots):
                 w = kw.weight
                 per = comp.by_weight.get(w) if type(w) is float else None
                 weighted.append(per or comp.weighted(w))
@@ -365,11 +363,10 @@ class Matcher:
         sizes = [len(per.slots) for per in weighted]
         ends = np.cumsum(sizes)
         which = ends.searchsorted(where, side="right")  # the keyword of each position
-        nth = where - (ends - sizes)[which]  # its index among that keyword's slots
         hits: dict[int, list[Hit]] = {slot: [] for slot in slots}
-        for k, i, slot in zip(which.tolist(), nth.tolist(), at[where].tolist(), strict=True):
+        for k, slot in zip(which.tolist(), at[where].tolist(), strict=True):
             per = weighted[k]
-            hits[slot] += per.hits[i] or per.hits_at(i, slot)
+            hits[slot] += per.hits.get(slot) or per.hits_at(slot)
         articles = self._ranked
         return [
             Match(articles[slot], score, tuple(hits[slot]))
