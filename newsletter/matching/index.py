@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import gc
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from itertools import compress
 
 from newsletter.domain import FIELDS, Article
 from newsletter.matching.textnorm import BARRIER, Pattern, Words, field_words, term
@@ -21,7 +22,6 @@ from newsletter.matching.textnorm import BARRIER, Pattern, Words, field_words, t
 __all__ = ["N_FIELDS", "Occurrences", "Plan", "Span", "TextIndex", "gc_paused"]
 
 N_FIELDS = len(FIELDS)
-K = TypeVar("K")
 _NO_POSITIONS: frozenset[int] = frozenset()
 
 Span = tuple[int, int]
@@ -58,16 +58,9 @@ def _merge(spans: list[Span]) -> tuple[Span, ...]:
     return tuple(merged)
 
 
-def _frozen(postings: dict[K, dict[int, list[int]]]) -> dict[K, dict[int, tuple[int, ...]]]:
-    """Postings with tuples for lists: the garbage collector stops tracking containers
-    of plain numbers, so half a million postings cost nothing in the full collections
-    a long send goes through."""
-    return {key: {fid: tuple(ps) for fid, ps in where.items()} for key, where in postings.items()}
-
-
 class _FieldIndex:
-    """One field of one article as parallel tuples, for fast verification (tuples,
-    which the garbage collector stops tracking; see ``_frozen``)."""
+    """One field of one article as parallel tuples, for fast verification (tuples of
+    plain values, which the garbage collector stops tracking)."""
 
     __slots__ = ("ends", "folds", "joins", "starts", "terms")
 
@@ -139,36 +132,65 @@ class TextIndex:
         with gc_paused():
             self._build(articles)
         self._sorted_folds = sorted(self._by_fold)
-        self._heads = frozenset(head for head, _ in self._pair_fold)
+        self._heads = frozenset(head for head, _ in self._pair_term)
+        self._exact_pairs: dict[tuple[str, str], dict[int, tuple[int, ...]]] | None = None
 
     def _build(self, articles: Sequence[Article]) -> None:
-        """Tokenise every field once and build the postings (the lists built here
-        are gone by the time the collector runs again)."""
+        """Tokenise every field once and build the postings, field by field: each
+        field's positions are grouped by word first, so the shared tables see one
+        entry per distinct word of a field (tuples, which the collector stops
+        tracking: half a million postings cost nothing in a long send's full
+        collections)."""
         self._fields: list[_FieldIndex] = []
-        by_term: dict[str, dict[int, list[int]]] = {}
-        by_fold: dict[str, dict[int, list[int]]] = {}
-        pair_term: dict[tuple[str, str], dict[int, list[int]]] = {}
-        pair_fold: dict[tuple[str, str], dict[int, list[int]]] = {}
+        by_term: dict[str, dict[int, tuple[int, ...]]] = {}
+        by_fold: dict[str, dict[int, tuple[int, ...]]] = {}
+        pair_term: dict[tuple[str, str], dict[int, tuple[int, ...]]] = {}
         for article in articles:
             for field in FIELDS:
                 fid = len(self._fields)
                 fx = _FieldIndex(field_words(article, field))
                 self._fields.append(fx)
-                folds, terms, joins = fx.folds, fx.terms, fx.joins
+                folds, terms = fx.folds, fx.terms
+                at: defaultdict[str, list[int]] = defaultdict(list)
                 for p, f in enumerate(folds):
-                    if f == BARRIER:
-                        continue
-                    by_fold.setdefault(f, {}).setdefault(fid, []).append(p)
-                    by_term.setdefault(terms[p], {}).setdefault(fid, []).append(p)
-                    if joins[p]:
-                        pair = (f, folds[p + 1])
-                        pair_fold.setdefault(pair, {}).setdefault(fid, []).append(p)
-                        pair = (f, terms[p + 1])
-                        pair_term.setdefault(pair, {}).setdefault(fid, []).append(p)
-        self._by_term = _frozen(by_term)
-        self._by_fold = _frozen(by_fold)
-        self._pair_term = _frozen(pair_term)
-        self._pair_fold = _frozen(pair_fold)
+                    at[f].append(p)
+                at.pop(BARRIER, None)
+                stems: dict[str, tuple[int, ...]] = {}
+                for f, ps in at.items():
+                    positions = by_fold.setdefault(f, {})[fid] = tuple(ps)
+                    t = terms[ps[0]]
+                    had = stems.get(t)
+                    # Several words of one term ("model", "models"): their positions
+                    # merged, in text order.
+                    stems[t] = positions if had is None else tuple(sorted(had + positions))
+                for t, positions in stems.items():
+                    by_term.setdefault(t, {})[fid] = positions
+                pairs: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+                for p in compress(range(len(folds)), fx.joins):
+                    pairs[(folds[p], terms[p + 1])].append(p)
+                for pair, ps in pairs.items():
+                    pair_term.setdefault(pair, {})[fid] = tuple(ps)
+        self._by_term = by_term
+        self._by_fold = by_fold
+        self._pair_term = pair_term
+
+    @property
+    def _pair_fold(self) -> dict[tuple[str, str], dict[int, tuple[int, ...]]]:
+        """Joinable word pairs by their folded words, for exact keywords (made the
+        first time one asks: most batches have none)."""
+        found = self._exact_pairs
+        if found is None:
+            pairs: dict[tuple[str, str], dict[int, list[int]]] = {}
+            with gc_paused():
+                for fid, fx in enumerate(self._fields):
+                    folds = fx.folds
+                    for p in compress(range(len(folds)), fx.joins):
+                        pairs.setdefault((folds[p], folds[p + 1]), {}).setdefault(fid, []).append(p)
+                found = self._exact_pairs = {
+                    pair: {fid: tuple(ps) for fid, ps in where.items()}
+                    for pair, where in pairs.items()
+                }
+        return found
 
     def _joined_starts(self, pat: Pattern) -> dict[int, set[int]]:
         """Positions where a match can begin with rule 2 or 3 (exactly those)."""
@@ -295,6 +317,15 @@ class TextIndex:
         nowhere)."""
         by_first, joined = plan.firsts, plan.joined
         found: list[tuple[int, tuple[Span, ...]]] = []
+        if plan.single and not joined:
+            # The common case: every position of the word is a match of its own.
+            for fid in range(slot * N_FIELDS, slot * N_FIELDS + N_FIELDS):
+                positions = by_first.get(fid)
+                if positions:
+                    fx = self._fields[fid]
+                    starts, ends = fx.starts, fx.ends
+                    found.append((fid % N_FIELDS, tuple([(starts[p], ends[p]) for p in positions])))
+            return tuple(found)
         for fid in range(slot * N_FIELDS, slot * N_FIELDS + N_FIELDS):
             firsts = by_first.get(fid, ())
             others = joined.get(fid, _NO_POSITIONS)
