@@ -173,6 +173,29 @@ def test_batches_with_the_same_articles_share_one_index(
     assert {d.profile.email: d.email for d in [*first, *second]} == whole
 
 
+def test_a_warmed_index_of_more_entries_serves_every_slice_unchanged(
+    preview_world: tuple[Settings, Engine],
+) -> None:
+    """``warm`` (a parent before forking its workers) indexes the whole batch's entries;
+    a slice of the batch is matched on that index, restricted to its own windows, and
+    gets exactly what a composer of its own gives it."""
+    settings, engine = preview_world
+    warmed = Composer(settings, renderer=Renderer(settings.newsletter))
+    with Session(engine) as session:
+        from newsletter.db.subscriber_reads import active_subscriber_ids, load_profiles
+
+        profiles = load_profiles(session, active_subscriber_ids(session))
+        jobs = [j for j in day_jobs(settings, profiles, now=NOW) if j.period == "2026-11-22"]
+        warmed.warm(session, jobs)
+        index = warmed._matcher
+        for part in (jobs[:1], jobs[1:]):
+            alone = Composer(settings, renderer=Renderer(settings.newsletter))
+            want = [(d.profile.email, d.matches, d.email) for d in alone.compose(session, part)]
+            got = [(d.profile.email, d.matches, d.email) for d in warmed.compose(session, part)]
+            assert got == want
+            assert warmed._matcher is index is not None
+
+
 def test_safe_name() -> None:
     assert safe_name("Ada@Example.org") == "ada@example.org"
     odd = safe_name("a/b@example.org")

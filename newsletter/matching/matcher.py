@@ -161,6 +161,7 @@ class Matcher:
             ),
         )
         self._slot_of = {a.id: slot for slot, a in enumerate(self._ranked)}
+        self._by_id: dict[int, Article] | None = None
         self._text = TextIndex(self._ranked)
         self._plans: dict[tuple[str, bool], Plan] = {}
         self._keywords: dict[tuple[str, bool, Field | None], _Compiled] = {}
@@ -174,6 +175,14 @@ class Matcher:
     @property
     def articles(self) -> Sequence[Article]:
         return self._articles
+
+    @property
+    def by_id(self) -> Mapping[int, Article]:
+        """The batch's articles by id."""
+        found = self._by_id
+        if found is None:
+            found = self._by_id = {a.id: a for a in self._articles}
+        return found
 
     def _plan(self, kw: Keyword) -> Plan:
         key = (kw.term, kw.exact)

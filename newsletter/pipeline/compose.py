@@ -94,10 +94,29 @@ class Composer:
         self.articles = ArticleCache()
 
     def _matcher_for(self, articles: Sequence[Article]) -> Matcher:
+        """The index of the last batch when it holds every one of ``articles``
+        unchanged: matching is always restricted to a window's candidates, so entries
+        beyond them change nothing (a send's batches, and the slices of one batch on
+        the workers, share one window)."""
         known = self._matcher
-        if known is None or tuple(known.articles) != tuple(articles):
-            known = self._matcher = Matcher(articles)
+        if known is not None:
+            have = known.by_id
+            if all(have.get(a.id) == a for a in articles):
+                return known
+        known = self._matcher = Matcher(articles)
         return known
+
+    def warm(self, session: Session, jobs: Sequence[DigestJob]) -> None:
+        """Build the index of the entries ``jobs`` are matched against, now.
+
+        For a process about to fork its composing workers: they inherit it (shared
+        copy-on-write pages) instead of each building its own, about a second per
+        thousand entries apiece.
+        """
+        if jobs:
+            profiles = load_profiles(session, [j.subscriber_id for j in jobs])
+            articles, _ = self._windows(session, jobs, profiles)
+            self._matcher_for(list(articles.values()))
 
     def links(self, subscriber_id: int, version: int, salt: str) -> tuple[str, str]:
         """(unsubscribe URL, preferences URL) for the footer and ``List-Unsubscribe``."""

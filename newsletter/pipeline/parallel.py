@@ -66,7 +66,8 @@ class ProcessComposer:
     of a send worth spreading over the cores; claims and every outbox transition stay
     in the calling process, under the same leases, so exactly-once is untouched. The
     workers are forked on first use, after this process built the composer (compiled
-    templates, signing key): they share those pages instead of rebuilding them. Each
+    templates, signing key) and the matching index of the first batch's entries: they
+    share those pages instead of rebuilding them. Each
     reads the database through its own connection, so it sees what the caller
     committed (its claims) before calling; SQLite's WAL lets them read while the
     caller holds its write lock.
@@ -95,8 +96,11 @@ class ProcessComposer:
         self.timings = timings
         self._pool: ProcessPoolExecutor | None = None
 
-    def _get_pool(self) -> ProcessPoolExecutor:
+    def _get_pool(self, session: Session, requests: Sequence[DigestJob]) -> ProcessPoolExecutor:
         if self._pool is None:
+            # The first batch's index, built here before forking: every worker
+            # inherits it instead of building its own.
+            self.composer.warm(session, requests)
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("fork"),
@@ -117,7 +121,8 @@ class ProcessComposer:
             slices = [requests[i : i + size] for i in range(0, len(requests), size)]
             out = {}
             try:
-                results = list(self._get_pool().map(_compose_in_worker, [list(s) for s in slices]))
+                pool = self._get_pool(session, requests)
+                results = list(pool.map(_compose_in_worker, [list(s) for s in slices]))
             except BrokenProcessPool:
                 self.close()  # a worker died (killed, out of memory): start afresh next time
                 raise
