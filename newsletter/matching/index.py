@@ -295,22 +295,45 @@ class TextIndex:
         by_first, joined = plan.firsts, plan.joined
         if plan.single and not joined:
             return list(by_first)  # built in field-slot order; every position matches
-        candidates = by_first.keys() | joined.keys()
-        pat = plan.pattern
-        if len(pat.folds) == 2:
-            # Off the rules 2 and 3 starts (``joined``), a match starts with the first
-            # word by rule 1 and needs the second by rule 1 (its term in the field) or
-            # rule 3 (a joinable pair for it); rule 2 needs a third word.
-            later = (self._by_fold if pat.exact else self._by_term).get(pat.terms[1], {})
-            candidates = (by_first.keys() & (later.keys() | self._pair_fields(pat, 1))) | (
-                joined.keys()
-            )
         spans = self._spans
-        return [
-            fid
-            for fid in sorted(candidates)
-            if spans(plan, fid, by_first.get(fid, ()), joined.get(fid, _NO_POSITIONS), any_one=True)
-        ]
+        if plan.single:
+            # Off the rules 2 and 3 starts every position is a match of its own.
+            found = by_first.keys() - joined.keys()
+            found.update(
+                fid
+                for fid, others in joined.items()
+                if spans(plan, fid, by_first.get(fid, ()), others, any_one=True)
+            )
+            return sorted(found)
+        pat = plan.pattern
+        if len(pat.folds) != 2:
+            return [
+                fid
+                for fid in sorted(by_first.keys() | joined.keys())
+                if spans(
+                    plan, fid, by_first.get(fid, ()), joined.get(fid, _NO_POSITIONS), any_one=True
+                )
+            ]
+        # Two words. Off the rules 2 and 3 starts (``joined``) a match starts with the
+        # first word by rule 1 and takes the second by rule 1 (the next word has its
+        # term: a hit, nothing more to check) or by rule 3 (a joinable pair for it in
+        # the field); rule 2 would need a third word.
+        later = (self._by_fold if pat.exact else self._by_term).get(pat.terms[1], {})
+        paired = self._pair_fields(pat, 1)
+        hits: list[int] = []
+        for fid in sorted((by_first.keys() & (later.keys() | paired)) | joined.keys()):
+            firsts = by_first.get(fid, ())
+            others = joined.get(fid)
+            if others is None:
+                seconds = later.get(fid)
+                if seconds and any(p + 1 in seconds for p in firsts):
+                    hits.append(fid)
+                    continue
+                if fid not in paired:
+                    continue
+            if spans(plan, fid, firsts, others or _NO_POSITIONS, any_one=True):
+                hits.append(fid)
+        return hits
 
     def occurrences_at(self, plan: Plan, slot: int) -> Occurrences:
         """Where the plan's pattern matches article ``slot``, in every field (empty:
