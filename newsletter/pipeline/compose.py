@@ -107,7 +107,8 @@ class Composer:
         return known
 
     def warm(self, session: Session, jobs: Sequence[DigestJob]) -> None:
-        """Build the index of the entries ``jobs`` are matched against, now.
+        """Build the index of the entries ``jobs`` are matched against, and compile their
+        keywords, now.
 
         For a process about to fork its composing workers: they inherit it (shared
         copy-on-write pages) instead of each building its own, about a second per
@@ -116,7 +117,9 @@ class Composer:
         if jobs:
             profiles = load_profiles(session, [j.subscriber_id for j in jobs])
             articles, _ = self._windows(session, jobs, profiles)
-            self._matcher_for(list(articles.values()))
+            # The batch's keywords too: they are the common ones (the costly ones to
+            # compile, hitting the most entries), which every worker would compile again.
+            self._matcher_for(list(articles.values())).prepare(profiles.values())
 
     def links(self, subscriber_id: int, version: int, salt: str) -> tuple[str, str]:
         """(unsubscribe URL, preferences URL) for the footer and ``List-Unsubscribe``."""
