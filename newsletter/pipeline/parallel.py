@@ -6,6 +6,7 @@ send worth spreading; claims and every outbox transition stay in the calling pro
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -25,8 +26,12 @@ _worker: tuple[Engine, Composer] | None = None  # set in each worker process
 
 
 def _init_worker(url: str, composer: Composer) -> None:
-    # Forked: ``composer`` is the parent's, with its compiled templates and key; the
-    # database connections must be this process's own.
+    # Forked: ``composer`` is the parent's, with its compiled templates, key and
+    # matching index; the database connections must be this process's own.
+    # What the parent made is kept for the worker's life: out of the collector's way,
+    # full collections walk only what the worker makes (and leave the inherited pages
+    # shared instead of writing to every object's header).
+    gc.freeze()
     global _worker
     _worker = (db_core.connect(url, migrate=False, read_only=True), composer)
 
