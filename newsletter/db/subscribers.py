@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -168,10 +169,11 @@ def sync_subscribers(
     for sid, email in zip(to_deactivate, deactivated, strict=True):
         gone_by_file.setdefault(sources[sid] or "", []).append(email)
     moved: list[tuple[str, str, str]] = []
+    # Counted once: comparing each new row with every other was quadratic (hours at 100k).
+    came = Counter(i["source_file"] for i in inserted)
     for r in inserted:
         gone = gone_by_file.get(r["source_file"] or "")
-        came = [i for i in inserted if i["source_file"] == r["source_file"]]
-        if gone and len(gone) == 1 and len(came) == 1:
+        if gone and len(gone) == 1 and came[r["source_file"]] == 1:
             moved.append((r["source_file"], gone[0], r["email"]))
     return SyncResult(
         created=tuple(r["email"] for r in inserted),
