@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 from newsletter.config import Settings
 from newsletter.db import session_scope
 from newsletter.db.leases import new_worker_id
-from newsletter.db.outbox import plan as outbox_plan
 from newsletter.db.outbox.queued import claimable_ids
 from newsletter.delivery import Sender
 from newsletter.pipeline.compose import Composer
@@ -62,8 +61,7 @@ def plan_batches(
     )
     run = SendRun(ctx, Composer(settings, body_8bit=True), progress=None)
     with session_scope(engine) as session:
-        due = run.due(session, at)
-        outbox_plan.ensure_digests(session, due, now=at)
+        run.plan(session, at)
     with session_scope(engine) as session:
         ids = claimable_ids(session, now=at, subscriber_ids=run.scope)
     n = size or settings.queue.batch_size

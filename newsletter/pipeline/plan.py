@@ -7,7 +7,7 @@ agree on who gets a digest and which entries it may carry.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -23,28 +23,15 @@ from newsletter.pipeline.jobs import DigestJob
 log = logging.getLogger(__name__)
 
 
-def due_digests(
-    session: Session,
-    settings: Settings,
-    emails: Sequence[str] | None,
-    now: datetime,
-    *,
-    force: bool,
-) -> tuple[list[tuple[int, str]], list[int] | None]:
-    """(subscriber id, period) of every subscriber whose digest is due at ``now`` (with
-    ``force``, of every current period), and, when ``emails`` names them, their ids."""
+# Subscribers planned per page: the parent of a send holds one page of schedule rows
+# at a time, not the whole list (which the composing workers forked later would inherit).
+PLAN_PAGE = 5_000
+
+
+def _due_of(
+    rows: Sequence[outbox_plan.ScheduleRow], settings: Settings, now: datetime, *, force: bool
+) -> list[tuple[int, str]]:
     nl = settings.newsletter
-    rows = outbox_plan.schedule_rows(session, emails=emails)
-    scope: list[int] | None = None
-    if emails is not None:
-        found = {r.email.lower() for r in rows}
-        missing = [e for e in emails if e.strip().lower() not in found]
-        if missing:
-            raise NewsletterError(
-                f"no subscriber {missing[0]} who can be mailed "
-                "(unknown, inactive, deleted or unsubscribed; see `newsletter subscribers`)"
-            )
-        scope = [r.subscriber_id for r in rows]
     due: list[tuple[int, str]] = []
     for r in rows:
         try:
@@ -57,7 +44,52 @@ def due_digests(
             continue
         if period is not None:
             due.append((r.subscriber_id, period))
-    return due, scope
+    return due
+
+
+def due_digests(
+    session: Session,
+    settings: Settings,
+    emails: Sequence[str] | None,
+    now: datetime,
+    *,
+    force: bool,
+) -> tuple[list[tuple[int, str]], list[int] | None]:
+    """(subscriber id, period) of every subscriber whose digest is due at ``now`` (with
+    ``force``, of every current period), and, when ``emails`` names them, their ids."""
+    rows = outbox_plan.schedule_rows(session, emails=emails)
+    scope: list[int] | None = None
+    if emails is not None:
+        found = {r.email.lower() for r in rows}
+        missing = [e for e in emails if e.strip().lower() not in found]
+        if missing:
+            raise NewsletterError(
+                f"no subscriber {missing[0]} who can be mailed "
+                "(unknown, inactive, deleted or unsubscribed; see `newsletter subscribers`)"
+            )
+        scope = [r.subscriber_id for r in rows]
+    return _due_of(rows, settings, now, force=force), scope
+
+
+def due_pages(
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    *,
+    force: bool,
+    page: int | None = None,
+) -> Iterator[list[tuple[int, str]]]:
+    """What :func:`due_digests` finds for the whole list, ``page`` (default
+    :data:`PLAN_PAGE`) subscribers at a time by id, so that planning holds one page of
+    rows whatever the number of subscribers."""
+    size = page or PLAN_PAGE
+    after = 0
+    while True:
+        rows = outbox_plan.schedule_rows(session, after=after, limit=size)
+        if not rows:
+            return
+        after = rows[-1].subscriber_id
+        yield _due_of(rows, settings, now, force=force)
 
 
 def digest_jobs(

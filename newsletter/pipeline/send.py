@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +57,7 @@ from newsletter.pipeline.context import Clock, RunContext
 from newsletter.pipeline.deliver import Delivery, Item
 from newsletter.pipeline.jobs import Composed, ComposeFailed, ComposeFn, DigestJob, Draft
 from newsletter.pipeline.logs import bound, log_context
-from newsletter.pipeline.plan import digest_jobs, due_digests
+from newsletter.pipeline.plan import digest_jobs, due_digests, due_pages
 from newsletter.pipeline.send_report import (
     Outcome,
     Planned,
@@ -109,19 +109,24 @@ class SendRun:
 
     # -- planning --------------------------------------------------------------------------
 
-    def due(self, session: Session, now: datetime) -> list[tuple[int, str]]:
-        """(subscriber id, period) of every subscriber whose digest is due at ``now``;
-        with ``--subscriber``, the run's scope is those subscribers."""
-        due, scope = due_digests(
-            session,
-            self.ctx.settings,
-            self.ctx.options.emails,
-            now,
-            force=self.ctx.options.force,
+    def due_pages(self, session: Session, now: datetime) -> Iterator[list[tuple[int, str]]]:
+        """(subscriber id, period) of each subscriber whose digest is due at ``now``, a
+        page at a time; with ``--subscriber``, one page, and the run's scope is them."""
+        options = self.ctx.options
+        if options.emails is None:
+            yield from due_pages(session, self.ctx.settings, now, force=options.force)
+            return
+        due, self.scope = due_digests(
+            session, self.ctx.settings, options.emails, now, force=options.force
         )
-        if scope is not None:
-            self.scope = scope
-        return due
+        yield due
+
+    def plan(self, session: Session, now: datetime) -> int:
+        """Create the pending digests due at ``now``, page by page; how many were new."""
+        return sum(
+            outbox_plan.ensure_digests(session, due, now=now)
+            for due in self.due_pages(session, now)
+        )
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -129,35 +134,38 @@ class SendRun:
         """Compose what would go out now, and write nothing."""
         now = self.ctx.clock.now()
         with Session(self.ctx.engine) as session:
-            due = self.due(session, now)
-            closed = outbox_plan.closed_periods(session, due)
-            todo = [(sid, p) for sid, p in due if (sid, p) not in closed]
-            batch = self.ctx.settings.newsletter.batch_size
-            for i in range(0, len(todo), batch):
-                claims = [outbox.Claim(0, sid, p, 0) for sid, p in todo[i : i + batch]]
-                who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
-                reqs = digest_jobs(session, claims, now, who)
-                drafts = self._compose_isolated(session, reqs)
-                for req in reqs:
-                    got = drafts.get(req.subscriber_id)
-                    email = who.get(req.subscriber_id, ("?", ""))[0]
-                    if isinstance(got, Draft):
-                        self.summary.planned.append(
-                            Planned(email, req.period, got.subject, len(got.entries), len(got.data))
-                        )
-                    else:
-                        why = got.reason if isinstance(got, ComposeFailed) else None
-                        self.summary.planned.append(Planned(email, req.period, why, 0))
+            for due in self.due_pages(session, now):
+                self._dry_page(session, due, now)
             session.rollback()  # whatever compose touched, a dry run writes nothing
         return self.summary
+
+    def _dry_page(self, session: Session, due: Sequence[tuple[int, str]], now: datetime) -> None:
+        """Compose one page of a dry run, batch by batch, and note what each would be."""
+        closed = outbox_plan.closed_periods(session, due)
+        todo = [(sid, p) for sid, p in due if (sid, p) not in closed]
+        batch = self.ctx.settings.newsletter.batch_size
+        for i in range(0, len(todo), batch):
+            claims = [outbox.Claim(0, sid, p, 0) for sid, p in todo[i : i + batch]]
+            who = outbox_plan.recipients(session, [c.subscriber_id for c in claims])
+            reqs = digest_jobs(session, claims, now, who)
+            drafts = self._compose_isolated(session, reqs)
+            for req in reqs:
+                got = drafts.get(req.subscriber_id)
+                email = who.get(req.subscriber_id, ("?", ""))[0]
+                if isinstance(got, Draft):
+                    self.summary.planned.append(
+                        Planned(email, req.period, got.subject, len(got.entries), len(got.data))
+                    )
+                else:
+                    why = got.reason if isinstance(got, ComposeFailed) else None
+                    self.summary.planned.append(Planned(email, req.period, why, 0))
 
     def run(self) -> SendSummary:
         if self.ctx.options.dry_run:
             return self.dry_run()
         started = self.ctx.clock.now()
         with session_scope(self.ctx.engine) as session:
-            due = self.due(session, started)
-            self.summary.created = outbox_plan.ensure_digests(session, due, now=started)
+            self.summary.created = self.plan(session, started)
             self.summary.run_id = start_run(session, "send", now=started)
         if self.progress is not None:
             with session_scope(self.ctx.engine) as session:

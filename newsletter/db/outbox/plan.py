@@ -43,8 +43,18 @@ def _parse_time(value: str | None) -> time | None:
         raise DatabaseError(f"subscriber send_time {value!r} is not HH:MM") from e
 
 
-def schedule_rows(session: Session, *, emails: Sequence[str] | None = None) -> list[ScheduleRow]:
-    """Every deliverable subscriber (or those of ``emails``) with their schedule."""
+def schedule_rows(
+    session: Session,
+    *,
+    emails: Sequence[str] | None = None,
+    after: int = 0,
+    limit: int | None = None,
+) -> list[ScheduleRow]:
+    """Every deliverable subscriber (or those of ``emails``) with their schedule, by id.
+
+    ``after`` and ``limit`` read one page (ids above ``after``, at most ``limit`` of
+    them), so that planning a large list never holds every subscriber at once.
+    """
     stmt = (
         select(
             Subscriber.id,
@@ -54,8 +64,9 @@ def schedule_rows(session: Session, *, emails: Sequence[str] | None = None) -> l
             Subscriber.send_time,
             Subscriber.timezone,
         )
-        .where(*deliverable_clauses())
+        .where(*deliverable_clauses(), Subscriber.id > after)
         .order_by(Subscriber.id)
+        .limit(limit)
     )
     if emails is not None:
         wanted = [e.strip().lower() for e in emails]
