@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from time import process_time
@@ -243,7 +243,9 @@ class Composer:
         # View in browser's copy is compressed here, on the composing cores, not by the
         # one process that talks SMTP.
         keep = self.settings.web.keep_digests_days > 0
-        for c in self.compose(session, jobs, sent_at=sent_at):
+        # One digest at a time: each rendering's HTML and text parts go as soon as its
+        # draft is made, instead of the whole batch's waiting in a list.
+        for c in self.iter_compose(session, jobs, sent_at=sent_at):
             if c.email is not None:
                 out[c.subscriber_id] = Draft(
                     subscriber_id=c.subscriber_id,
@@ -269,8 +271,19 @@ class Composer:
         which keeps previews reproducible). A subscriber who vanished or unsubscribed
         since the job was made is left out of the result.
         """
+        return list(self.iter_compose(session, jobs, sent_at=sent_at))
+
+    def iter_compose(
+        self,
+        session: Session,
+        jobs: Sequence[DigestJob],
+        *,
+        sent_at: datetime | None = None,
+    ) -> Iterator[ComposedDigest]:
+        """:meth:`compose`, one digest at a time (the batch's queries and matcher come
+        first), so that a caller keeping less than the whole rendering holds one."""
         if not jobs:
-            return []
+            return
         # CPU seconds per stage, when the renderer's timings are on (the benchmark):
         # "db" (queries), "match" (matching and picking), "tokens" (links).
         timings = self.renderer.timings
@@ -287,7 +300,6 @@ class Composer:
         matcher.prepare(profiles.values())
         spent["match"] += clock() - t1
         nl = self.settings.newsletter
-        out: list[ComposedDigest] = []
         for job in jobs:
             profile = profiles.get(job.subscriber_id)
             window = windows.get(job.subscriber_id)
@@ -326,22 +338,19 @@ class Composer:
                 )
             except RenderError as e:
                 raise RenderError(f"{profile.email}: {e}") from e
-            out.append(
-                ComposedDigest(
-                    subscriber_id=job.subscriber_id,
-                    profile=profile,
-                    period=job.period,
-                    day=day,
-                    window_start=window.start,
-                    window_end=window.end,
-                    matches=matches,
-                    email=email,
-                )
+            yield ComposedDigest(
+                subscriber_id=job.subscriber_id,
+                profile=profile,
+                period=job.period,
+                day=day,
+                window_start=window.start,
+                window_end=window.end,
+                matches=matches,
+                email=email,
             )
         if timings is not None:
             for stage, seconds in spent.items():
                 timings[stage] = timings.get(stage, 0.0) + seconds
-        return out
 
 
 def _no_clock() -> float:

@@ -270,9 +270,7 @@ class SendRun:
                         ahead = composing.submit(bound(self._compose_batch), claims)
                         next_ids = [c.id for c in claims]
                 try:
-                    to_send = self._record(composed)
-                    if to_send:
-                        self.delivery.deliver(to_send, also_held=next_ids)
+                    self._settle(composed, next_ids)
                     strikes = 0
                 except SmtpUnavailableError as e:
                     strikes += 1
@@ -290,6 +288,16 @@ class SendRun:
                     )
                     log.warning("%s; trying again in %.1fs", e, delay)
                     self._sleep(delay)
+                finally:
+                    # Its drafts go now, not when the next batch has been waited for:
+                    # at most two batches of messages are held (this one, the next).
+                    del composed
+
+    def _settle(self, composed: _Composed, next_ids: Sequence[int]) -> None:
+        """Record the batch and deliver what is left to send."""
+        to_send = self._record(composed)
+        if to_send:
+            self.delivery.deliver(to_send, also_held=next_ids)
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0 and not self.ctx.stop.is_set():
