@@ -7,7 +7,8 @@ together (:mod:`newsletter.pipeline.group_commit`). Each function here gives eve
 the result it would have had alone (``mark_sending_many`` the result of
 :func:`~newsletter.db.outbox.transitions.mark_sending` for each), in a fixed number of
 statements per group. ``sending -> sent`` and ``pending -> skipped`` exist only here:
-the send pipeline always writes them in groups.
+the send pipeline always writes them in groups; so does ``sending -> pending`` for a
+message that never left (:func:`unmark_sending`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ def _statements(dialect: str) -> dict[str, Any]:
             lease_until=None,
             error=None,
         ),
+        "unmark": update(d)
+        .where(
+            d.c.id.in_(bindparam("ids", expanding=True)),
+            d.c.status == SENDING,
+            d.c.claimed_by == bindparam("worker"),
+        )
+        .values(status=PENDING, error=None)
+        .returning(d.c.id),
         "sent": update(d)
         .where(d.c.id == bindparam("b_id"))
         .values(
@@ -273,6 +282,23 @@ def mark_sent_many(
             [{"b_id": m.digest_id, "b_reply": m.reply[:2000], "b_at": m.at} for m in todo],
         )
     return {m.digest_id for m in todo}
+
+
+def unmark_sending(session: Session, worker: str, ids: Sequence[int]) -> set[int]:
+    """``sending`` -> ``pending`` (still claimed by ``worker``, no attempt charged) for
+    digests marked whose message certainly did not leave: the server became unusable
+    before any of it was sent (a pipelined MAIL refused for want of authentication, a
+    reconnect that failed). Their entries are free again; the ids that were changed."""
+    if not ids:
+        return set()
+    conn, stmts = _run(session)
+    done: set[int] = set()
+    for chunk in chunks(list(ids)):
+        rows = conn.execute(stmts["unmark"], {"ids": list(chunk), "worker": worker})
+        done.update(r[0] for r in rows)
+    for chunk in chunks(sorted(done)):
+        conn.execute(stmts["forget"], {"ids": list(chunk)})
+    return done
 
 
 @dataclass(frozen=True, slots=True)
