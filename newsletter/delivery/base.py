@@ -49,6 +49,9 @@ class OutgoingMessage:
     message_id: str = ""
     digest_id: int | None = None
     period: str | None = None  # names the preview file
+    # ``payload.plain_lines(data)`` was checked (by composing): no CRLF fixing or dot
+    # stuffing to do. Whoever changes ``data`` must drop it.
+    plain_lines: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from newsletter.delivery.base import (
 )
 from newsletter.delivery.payload import (
     dot_stuffed,
+    payload,
     quoted_printable_bodies,
     to_7bit,
     to_crlf,
@@ -276,16 +277,17 @@ class SmtpSender(Sender):
             )
         return DeliveryError(message, recipient=recipient, code=code, permanent=code >= 500)
 
-    def _payload(self, conn: _Connection, data: bytes) -> tuple[bytes, list[str]]:
+    def _payload(self, conn: _Connection, message: OutgoingMessage) -> tuple[bytes, list[str]]:
         """The bytes for DATA (CRLF line endings, dot-stuffed, with the end-of-data line)
         and the MAIL FROM options they need."""
+        data, plain = message.data, message.plain_lines
         options: list[str] = []
         if not data.isascii():
             if conn.smtp.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")
             else:
-                data = to_7bit(data)
-        return dot_stuffed(to_crlf(data)), options
+                data, plain = to_7bit(data), False
+        return payload(data, plain), options
 
     def _replace(self, conn: _Connection, held: list[_Connection]) -> _Connection:
         """A reused connection the server closed meanwhile (servers drop idle clients,
@@ -308,7 +310,7 @@ class SmtpSender(Sender):
         conn = held[0]
         rcpt = message.recipient
         for last_try in (not reused, True):
-            data, options = self._payload(conn, message.data)
+            data, options = self._payload(conn, message)
             try:
                 code, resp = conn.smtp.mail(message.envelope_from, options)
             except (OSError, smtplib.SMTPServerDisconnected):
@@ -347,7 +349,7 @@ class SmtpSender(Sender):
         any refusal, for the caller to fail or reschedule the marked digest.
         """
         conn = held[0]
-        data, options = self._payload(conn, message.data)
+        data, options = self._payload(conn, message)
         # Built first: an address smtplib would refuse is refused before the mark.
         commands = envelope_commands(conn.smtp, message.envelope_from, message.recipient, options)
         before_data()
@@ -362,7 +364,7 @@ class SmtpSender(Sender):
                 conn = self._replace(conn, held)
                 if not conn.smtp.has_extn("pipelining"):
                     return self._classic(message, nothing_before_data, held, False)
-                data, options = self._payload(conn, message.data)
+                data, options = self._payload(conn, message)
                 commands = envelope_commands(
                     conn.smtp, message.envelope_from, message.recipient, options
                 )

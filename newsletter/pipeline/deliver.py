@@ -159,6 +159,7 @@ class Delivery:
             message_id=draft.message_id,
             digest_id=claim.id,
             period=claim.period,
+            plain_lines=draft.plain_lines,
         )
 
         marked = False
