@@ -8,13 +8,21 @@ import base64
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
 import pytest
 
 from newsletter.config import settings_from_mapping
-from newsletter.delivery import OutgoingMessage, PreviewSender, make_sender
+from newsletter.delivery import (
+    OutgoingMessage,
+    PreviewSender,
+    Receipt,
+    Sender,
+    make_sender,
+    nothing_before_data,
+)
 from newsletter.delivery.dkim import SigningSender
 from newsletter.errors import ConfigError
 from newsletter.render import RenderedEmail, Renderer
@@ -130,3 +138,25 @@ def test_spamassassin_finds_nothing_in_a_digest(tmp_path: Path) -> None:
     assert not rules & {"HTML_FONT_LOW_CONTRAST", "HTML_OBFUSCATE_05_10", "HTML_OBFUSCATE_10_20"}
     score = float(re.search(r"\(([-\d.]+) points", details).group(1))  # type: ignore[union-attr]
     assert score <= 0.0, details
+
+
+def test_signing_drops_the_plain_lines_check_of_the_unsigned_bytes() -> None:
+    # The check was made on the unsigned message; the signed one is checked afresh.
+    class Keep(Sender):
+        def __init__(self) -> None:
+            self.got: list[OutgoingMessage] = []
+
+        def send(
+            self, message: OutgoingMessage, before_data: Callable[[], None] = nothing_before_data
+        ) -> Receipt:
+            self.got.append(message)
+            return Receipt("250 ok", message.message_id)
+
+    class Signer:
+        def sign(self, data: bytes) -> bytes:
+            return b"DKIM-Signature: v=1\r\n" + data
+
+    inner = Keep()
+    signing = SigningSender(inner, Signer())  # type: ignore[arg-type]
+    signing.send(OutgoingMessage("a@x.org", "b@x.org", b"Subject: x\r\n\r\n", plain_lines=True))
+    assert inner.got[0].data.startswith(b"DKIM-Signature") and not inner.got[0].plain_lines

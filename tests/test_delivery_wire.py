@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from newsletter.config import settings_from_mapping
 from newsletter.delivery import OutgoingMessage
+from newsletter.delivery.payload import payload, plain_lines
 from newsletter.delivery.smtp import SmtpSender, dot_stuffed, to_crlf
 from tests.support.smtp import SmtpTestServer
 
@@ -49,8 +50,18 @@ def test_stuffing_and_line_ends_are_smtplibs_bytes(pieces: list[bytes]) -> None:
     assert dot_stuffed(crlf) == _smtplib_data(crlf)
 
 
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"a", b"\xc3\xa9", b" "])))
+def test_a_message_checked_plain_goes_out_as_the_same_bytes(pieces: list[bytes]) -> None:
+    # Composing checks plain_lines; the sender then skips its scans, not a byte.
+    data = b"".join(pieces)
+    assert payload(data, plain_lines(data)) == dot_stuffed(to_crlf(data)) == payload(data)
+    if plain_lines(data):
+        assert to_crlf(data) is data and data.replace(b"\n.", b"\n..") == data
+
+
 def test_the_tricky_messages_stuff_as_smtplib_does() -> None:
     for data in TRICKY:
+        assert payload(data, plain_lines(data)) == _smtplib_data(_BARE_LF.sub(b"\r\n", data))
         crlf = _BARE_LF.sub(b"\r\n", data)
         assert to_crlf(data) == crlf
         assert dot_stuffed(crlf) == _smtplib_data(crlf)
@@ -66,8 +77,13 @@ def test_the_server_receives_what_smtplib_sendmail_delivered(smtp_server: SmtpTe
     with SmtpSender(settings) as sender:
         for data in TRICKY:
             sender.send(OutgoingMessage("d@example.org", "after@example.org", data))
+            checked = OutgoingMessage("d@example.org", "plain@example.org", data, plain_lines=True)
+            if plain_lines(data):  # as composing marks them
+                sender.send(checked)
     before = [m.data for m in smtp_server.received_by("before@example.org")]
     after = [m.data for m in smtp_server.received_by("after@example.org")]
     assert len(before) == len(after) == len(TRICKY)
     assert after == before
+    plain = [m.data for m in smtp_server.received_by("plain@example.org")]
+    assert plain == [b for b, d in zip(before, TRICKY, strict=True) if plain_lines(d)] != []
     assert after[0].startswith(b".leading dot")  # un-stuffed by the server, as sent

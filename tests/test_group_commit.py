@@ -18,6 +18,7 @@ from newsletter.db.outbox.bulk import (
     SentMark,
     SkippedMark,
     held_for_group,
+    mark_group,
     mark_sending_many,
     mark_sent_many,
     mark_skipped_many,
@@ -276,3 +277,65 @@ def test_skipped_marks_only_move_our_pending_rows(engine: Engine) -> None:
     assert (rows[da].status, rows[da].window_start, rows[da].window_end) == ("skipped", start, NOW)
     assert (rows[db].status, rows[db].window_start, rows[db].lease_until) == ("skipped", None, None)
     assert rows[dc].status == "sending"
+
+
+def _state(engine: Engine) -> list[tuple[object, ...]]:
+    rows = digests(engine)
+    return [(d.id, d.status, d.subject, d.smtp_reply, d.attempts) for d in rows] + [
+        (d.id, *digest_entry_ids(engine, d.id)) for d in rows
+    ]
+
+
+def test_the_four_statement_group_writes_what_the_careful_way_writes(engine: Engine) -> None:
+    a, b, c = add_subscribers(engine, ["a@example.org", "b@example.org", "c@example.org"])
+    e1, e2 = add_entries(engine, ["Bilevel", "Preference"], first_seen=NOW)
+    da, db, dc = _claims(engine, [a, b, c])
+    with session_scope(engine) as s:
+        assert mark_sending_many(s, "w1", [_mark(da, a, [e1])]) == {da: "ok"}
+    with session_scope(engine) as s:
+        got = mark_group(
+            s, "w1", [_mark(db, b, [e1, e2]), _mark(dc, c, [])], [SentMark(da, "250 ok", NOW)]
+        )
+    assert got == ({db: "ok", dc: "ok"}, {da})
+    rows = {x.id: x for x in digests(engine)}
+    assert (rows[da].status, rows[da].smtp_reply, rows[da].attempts) == ("sent", "250 ok", 1)
+    assert (rows[db].status, rows[db].n_entries) == ("sending", 2)
+    assert (rows[db].subject, rows[db].lease_until) == (f"Digest {db}", NOW + LEASE)
+    assert (rows[dc].status, rows[dc].n_entries) == ("sending", 0)
+    assert digest_entry_ids(engine, db) == [e1, e2]
+
+
+@pytest.mark.parametrize("case", ["lost", "stale", "twice", "sent-not-sending", "intruder"])
+def test_a_group_with_a_mark_that_would_not_succeed_is_left_to_the_careful_way(
+    engine: Engine, case: str
+) -> None:
+    a, b = add_subscribers(engine, ["a@example.org", "b@example.org"])
+    e1, e2 = add_entries(engine, ["Bilevel", "Preference"], first_seen=NOW)
+    (yesterday,) = _claims(engine, [a], "2026-06-14")
+    with session_scope(engine) as s:
+        assert mark_sending_many(s, "w1", [_mark(yesterday, a, [e1])]) == {yesterday: "ok"}
+    da, db = _claims(engine, [a, b])
+    marks, sent, worker = [_mark(db, b, [e2])], [SentMark(yesterday, "250 ok", NOW)], "w1"
+    if case == "lost":
+        marks.append(_mark(10_000, a, [e2]))
+    elif case == "stale":  # e1 went out yesterday
+        marks.append(_mark(da, a, [e1]))
+    elif case == "twice":
+        marks.append(_mark(da, b, [e2]))
+    elif case == "sent-not-sending":
+        sent.append(SentMark(da, "250 ok", NOW))
+    else:
+        worker = "intruder"
+    before = _state(engine)
+    with Session(engine) as s:
+        assert mark_group(s, worker, marks, sent) is None
+        s.rollback()
+    assert _state(engine) == before
+    # Through the group commit: the careful way gives each its own result.
+    results = OutboxMarks(engine, worker)._write(marks, sent)
+    expected = {"lost": "lost", "stale": "stale", "twice": "stale"}
+    if case == "intruder":
+        assert results == {db: "lost"}
+    else:
+        assert results[db] == "ok"
+        assert all(results[m.digest_id] == expected[case] for m in marks[1:])

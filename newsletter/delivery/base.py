@@ -5,9 +5,11 @@
 ``MockTransport`` is just another transport), so preview mode runs exactly the code
 path that production runs.
 
-Every sender calls ``before_data`` right before the point of no return — for SMTP, after
-the server accepted the recipient and before ``DATA`` — so the pipeline can record the
-digest as ``sending`` at the last moment when it still knows the message was not sent.
+Every sender calls ``before_data`` before the point of no return — for SMTP, after the
+server accepted the recipient and before ``DATA``; with PIPELINING (RFC 2920), before
+the one write of MAIL, RCPT and DATA — so the pipeline can record the digest as
+``sending`` while it still knows the message was not sent. Whatever the server refuses
+after that is raised as usual, for the pipeline to fail or reschedule the marked digest.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class OutgoingMessage:
     message_id: str = ""
     digest_id: int | None = None
     period: str | None = None  # names the preview file
+    # ``payload.plain_lines(data)`` was checked (by composing): no CRLF fixing or dot
+    # stuffing to do. Whoever changes ``data`` must drop it.
+    plain_lines: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ class SigningSender(Sender):
             signed = self.signer.sign(message.data)
         except dkim.DKIMException as e:
             raise DeliveryError(f"DKIM signing failed: {e}", permanent=True) from e
-        return self.inner.send(replace(message, data=signed), before_data)
+        return self.inner.send(replace(message, data=signed, plain_lines=False), before_data)
 
     def close(self) -> None:
         self.inner.close()

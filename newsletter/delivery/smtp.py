@@ -7,10 +7,7 @@ acts on; which reply codes mean what is decided here.
 
 from __future__ import annotations
 
-import binascii
 import contextlib
-import email
-import email.policy
 import logging
 import random
 import re
@@ -20,8 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.generator import BytesGenerator
-from io import BytesIO
 
 from newsletter.config import SmtpSettings
 from newsletter.delivery.base import (
@@ -33,7 +28,24 @@ from newsletter.delivery.base import (
     backoff_seconds,
     nothing_before_data,
 )
+from newsletter.delivery.payload import (
+    dot_stuffed,
+    payload,
+    quoted_printable_bodies,
+    to_7bit,
+    to_crlf,
+)
+from newsletter.delivery.pipelining import Replies, end_empty, envelope_commands, send_envelope
 from newsletter.errors import ConfigError, DeliveryError
+
+__all__ = [
+    "TEMPORARY_CODES",
+    "SmtpSender",
+    "dot_stuffed",
+    "quoted_printable_bodies",
+    "to_7bit",
+    "to_crlf",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,97 +62,11 @@ def _reply_text(resp: bytes | str) -> str:
     return " ".join(text.split())
 
 
-def to_crlf(data: bytes) -> bytes:
-    """``data`` with every bare LF made CRLF, as DATA requires (RFC 5321 section 2.3.8).
-
-    Messages built by :mod:`newsletter.render.mime` already end lines with CRLF, so counting
-    first (two C-speed scans, no copy) returns ``data`` itself. Otherwise every CRLF is
-    made LF and every LF CRLF: the same bytes as replacing each LF not preceded by CR
-    (CRs elsewhere, ``\r\r\n`` included, are kept), at C speed.
-    """
-    if data.count(b"\n") == data.count(b"\r\n"):
-        return data
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def dot_stuffed(data: bytes) -> bytes:
-    """What ``smtplib.SMTP.data`` sends for ``data`` (CRLF line ends): a line starting
-    with "." gets another (RFC 5321 section 4.5.2), a final CRLF if missing, and the
-    end-of-data line ``.CRLF``.
-
-    ``smtplib`` does the stuffing with a regular expression, about a third of the
-    sender's CPU for a 56 KB message; ``bytes.replace`` gives the same bytes.
-    """
-    q = data.replace(b"\n.", b"\n..")
-    if q[:1] == b".":
-        q = b"." + q
-    if q[-2:] != b"\r\n":
-        q += b"\r\n"
-    return q + b".\r\n"
-
-
-def _data(smtp: smtplib.SMTP, stuffed: bytes) -> tuple[int, bytes]:
-    """``smtp.data`` for bytes already :func:`dot_stuffed` (same replies, same errors)."""
-    smtp.putcmd("data")
-    code, repl = smtp.getreply()
-    if code != 354:
-        raise smtplib.SMTPDataError(code, repl)
-    smtp.send(stuffed)
-    return smtp.getreply()
-
-
-_RAW_PART = re.compile(rb"Content-Transfer-Encoding: [78]bit\r\n\r\n")
-_BOUNDARY = re.compile(rb'\r\nContent-Type: multipart/alternative;\r\n boundary="([^"]+)"\r\n\r\n')
-
-
-def quoted_printable_bodies(data: bytes) -> bytes | None:
-    """A message built by ``newsletter.render.mime`` with 8bit (or 7bit) bodies, its
-    bodies made quoted-printable: the very bytes the builder makes with quoted-printable
-    bodies (its boundary depends on the bodies' text, not their encoding). None when
-    ``data`` is not such a message.
-
-    What a server without 8BITMIME gets, and what the preview's ``.eml`` holds.
-    """
-    head = _BOUNDARY.search(data)
-    if head is None:
-        return None
-    end_of_body = b"\r\n--" + head.group(1)
-    out: list[bytes] = []
-    at = 0
-    for part in _RAW_PART.finditer(data, head.end()):
-        if part.start() < at:
-            return None  # a marker inside a body: not a message of ours
-        end = data.find(end_of_body, part.end())
-        if end < 0:
-            return None
-        body = data[part.end() : end].replace(b"\r\n", b"\n")  # LF line ends
-        qp = binascii.b2a_qp(body, quotetabs=False, istext=True, header=False)
-        out += (data[at : part.start()], b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-        out.append(qp.replace(b"\n", b"\r\n"))
-        at = end
-    if not out:
-        return None
-    out.append(data[at:])
-    return b"".join(out)
-
-
-def to_7bit(data: bytes) -> bytes:
-    """Re-encode 8-bit body parts (quoted-printable/base64) for servers without 8BITMIME:
-    the newsletter's own messages exactly as if built quoted-printable
-    (:func:`quoted_printable_bodies`), anything else through the ``email`` package."""
-    own = quoted_printable_bodies(data)
-    if own is not None and own.isascii():
-        return own
-    msg = email.message_from_bytes(data, policy=email.policy.SMTP)
-    out = BytesIO()
-    BytesGenerator(out, policy=email.policy.SMTP.clone(cte_type="7bit")).flatten(msg)
-    return out.getvalue()
-
-
 @dataclass
 class _Connection:
     smtp: smtplib.SMTP
     sent: int = 0
+    closing: bool = False  # the server said it closes it (421): never reuse
 
 
 class SmtpSender(Sender):
@@ -351,24 +277,40 @@ class SmtpSender(Sender):
             )
         return DeliveryError(message, recipient=recipient, code=code, permanent=code >= 500)
 
-    def _payload(self, conn: _Connection, data: bytes) -> tuple[bytes, list[str]]:
+    def _payload(self, conn: _Connection, message: OutgoingMessage) -> tuple[bytes, list[str]]:
         """The bytes for DATA (CRLF line endings, dot-stuffed, with the end-of-data line)
         and the MAIL FROM options they need."""
+        data, plain = message.data, message.plain_lines
         options: list[str] = []
         if not data.isascii():
             if conn.smtp.has_extn("8bitmime"):
                 options.append("BODY=8BITMIME")
             else:
-                data = to_7bit(data)
-        return dot_stuffed(to_crlf(data)), options
+                data, plain = to_7bit(data), False
+        return payload(data, plain), options
 
-    def _mail_from(self, message: OutgoingMessage, held: list[_Connection]) -> bytes:
-        """Open the transaction on a pooled connection (left in ``held``); a reused one
-        found dead is replaced once, since nothing was sent on it yet."""
-        conn, reused = self._checkout()
+    def _replace(self, conn: _Connection, held: list[_Connection]) -> _Connection:
+        """A reused connection the server closed meanwhile (servers drop idle clients,
+        often saying 421 first), replaced by a new one; nothing was sent on it."""
+        log.debug("reused SMTP connection was closed by the server; reconnecting")
+        held.clear()
+        self._drop(conn)
+        conn = self._connect()
         held.append(conn)
+        return conn
+
+    def _classic(
+        self,
+        message: OutgoingMessage,
+        before_data: Callable[[], None],
+        held: list[_Connection],
+        reused: bool,
+    ) -> tuple[int, bytes]:
+        """One command at a time (no PIPELINING): MAIL, RCPT, ``before_data``, DATA."""
+        conn = held[0]
+        rcpt = message.recipient
         for last_try in (not reused, True):
-            data, options = self._payload(conn, message.data)
+            data, options = self._payload(conn, message)
             try:
                 code, resp = conn.smtp.mail(message.envelope_from, options)
             except (OSError, smtplib.SMTPServerDisconnected):
@@ -376,17 +318,84 @@ class SmtpSender(Sender):
                     raise
                 code, resp = 421, b"connection closed"
             if code == 421 and not last_try:
-                # Servers drop idle clients (often saying 421 first).
-                log.debug("reused SMTP connection was closed by the server; reconnecting")
-                held.clear()
-                self._drop(conn)
-                conn = self._connect()
-                held.append(conn)
+                conn = self._replace(conn, held)
                 continue
             if code != 250:
-                raise self._reply_error("MAIL FROM", code, resp, message.recipient)
-            return data
+                raise self._reply_error("MAIL FROM", code, resp, rcpt)
+            break
+        smtp = conn.smtp
+        code, resp = smtp.rcpt(rcpt)
+        if code not in (250, 251):
+            raise self._reply_error("RCPT TO", code, resp, rcpt)
+        before_data()
+        smtp.putcmd("data")
+        code, resp = smtp.getreply()
+        if code != 354:
+            raise self._reply_error("DATA", code, resp, rcpt)
+        smtp.send(data)
+        return smtp.getreply()
+
+    def _pipelined(
+        self,
+        message: OutgoingMessage,
+        before_data: Callable[[], None],
+        held: list[_Connection],
+        reused: bool,
+    ) -> tuple[int, bytes]:
+        """``before_data`` first, then MAIL, RCPT and DATA in one write (RFC 2920).
+
+        The mark is committed before any command of the transaction leaves, so a
+        refusal of any of them comes after it: raised as a :class:`DeliveryError` like
+        any refusal, for the caller to fail or reschedule the marked digest.
+        """
+        conn = held[0]
+        data, options = self._payload(conn, message)
+        # Built first: an address smtplib would refuse is refused before the mark.
+        commands = envelope_commands(conn.smtp, message.envelope_from, message.recipient, options)
+        before_data()
+        for last_try in (not reused, True):
+            replies: Replies | None = None
+            try:
+                replies = send_envelope(conn.smtp, commands)
+            except (OSError, smtplib.SMTPServerDisconnected):
+                if last_try:
+                    raise
+            if not last_try and (replies is None or replies.mail[0] == 421):
+                conn = self._replace(conn, held)
+                if not conn.smtp.has_extn("pipelining"):
+                    return self._classic(message, nothing_before_data, held, False)
+                data, options = self._payload(conn, message)
+                commands = envelope_commands(
+                    conn.smtp, message.envelope_from, message.recipient, options
+                )
+                continue
+            assert replies is not None
+            return self._content(conn, message.recipient, data, replies)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _content(
+        self, conn: _Connection, rcpt: str, data: bytes, replies: Replies
+    ) -> tuple[int, bytes]:
+        """After a pipelined group: the content if every reply said yes, else the first
+        refusal (with the transaction ended cleanly when DATA was accepted anyway)."""
+        refusal: DeliveryError | None = None
+        code, resp = replies.mail
+        if code != 250:
+            refusal = self._reply_error("MAIL FROM", code, resp, rcpt)
+        elif replies.rcpt is not None and replies.rcpt[0] not in (250, 251):
+            refusal = self._reply_error("RCPT TO", *replies.rcpt, rcpt)
+        if replies.data is None:  # 421: the server is closing the connection
+            conn.closing = True
+            assert refusal is not None
+            raise refusal
+        code, resp = replies.data
+        if code != 354:
+            raise refusal or self._reply_error("DATA", code, resp, rcpt)
+        if refusal is not None:
+            end_empty(conn.smtp)
+            raise refusal
+        conn.smtp.send(data)
+        return conn.smtp.getreply()
 
     def send(
         self, message: OutgoingMessage, before_data: Callable[[], None] = nothing_before_data
@@ -396,13 +405,12 @@ class SmtpSender(Sender):
         held: list[_Connection] = []  # the connection in use, once there is one
         keep = False  # return it to the pool afterwards
         try:
-            data = self._mail_from(message, held)
-            smtp = held[0].smtp
-            code, resp = smtp.rcpt(rcpt)
-            if code not in (250, 251):
-                raise self._reply_error("RCPT TO", code, resp, rcpt)
-            before_data()
-            code, resp = _data(smtp, data)
+            conn, reused = self._checkout()
+            held.append(conn)
+            if conn.smtp.has_extn("pipelining"):
+                code, resp = self._pipelined(message, before_data, held, reused)
+            else:
+                code, resp = self._classic(message, before_data, held, reused)
             if code != 250:
                 raise self._reply_error("DATA", code, resp, rcpt)
             held[0].sent += 1
@@ -410,7 +418,7 @@ class SmtpSender(Sender):
         except DeliveryError as e:
             # A reply: the connection is fine unless the server is closing it (421).
             keep = e.code is not None and e.code != 421 and not isinstance(e, SmtpUnavailableError)
-            if keep and held:
+            if keep and held and not held[0].closing:
                 _quietly_rset(held[0].smtp)
             raise
         except (OSError, smtplib.SMTPServerDisconnected) as e:
@@ -428,7 +436,7 @@ class SmtpSender(Sender):
             raise
         finally:
             if held:
-                if keep:
+                if keep and not held[0].closing:
                     self._checkin(held[0])
                 else:
                     self._drop(held[0])

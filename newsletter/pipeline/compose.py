@@ -22,6 +22,7 @@ from newsletter.config import Settings
 from newsletter.db.candidates import ArticleCache, CandidateWindow, candidate_windows
 from newsletter.db.copies import compress_copy
 from newsletter.db.subscriber_reads import link_keys, load_profiles
+from newsletter.delivery.payload import plain_lines
 from newsletter.domain import Article, Match, Profile
 from newsletter.errors import RenderError
 from newsletter.matching import Matcher, digest_picks
@@ -241,7 +242,7 @@ class Composer:
             return out
         sent_at = max(j.window_end for j in jobs)
         # View in browser's copy is compressed here, on the composing cores, not by the
-        # one process that talks SMTP.
+        # one process that talks SMTP; so are its line ends and dots checked.
         keep = self.settings.web.keep_digests_days > 0
         # One digest at a time: each rendering's HTML and text parts go as soon as its
         # draft is made, instead of the whole batch's waiting in a list.
@@ -255,6 +256,7 @@ class Composer:
                     data=c.email.data,
                     entries=c.entries,
                     kept=compress_copy(c.email.data) if keep else None,
+                    plain_lines=plain_lines(c.email.data),
                 )
         return out
 

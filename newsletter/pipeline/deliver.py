@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from newsletter.config import Settings
 from newsletter.db import outbox, session_scope
 from newsletter.db.copies import SentCopy, compress_copy, keep_copies
-from newsletter.db.outbox.bulk import SendingMark, SentMark
+from newsletter.db.outbox.bulk import SendingMark, SentMark, unmark_sending
 from newsletter.delivery import (
     OutgoingMessage,
     SmtpUnavailableError,
@@ -159,6 +159,7 @@ class Delivery:
             message_id=draft.message_id,
             digest_id=claim.id,
             period=claim.period,
+            plain_lines=draft.plain_lines,
         )
 
         marked = False
@@ -187,6 +188,9 @@ class Delivery:
             self._aborted(claim, draft, a.result)
             return
         except SmtpUnavailableError:
+            if marked:  # pipelined: marked before MAIL, but nothing of it was sent
+                with session_scope(self.ctx.engine) as session:
+                    unmark_sending(session, self.ctx.worker, [claim.id])
             raise
         except DeliveryError as e:
             # A reply to DATA, or a connection lost before it: not accepted. (A connection

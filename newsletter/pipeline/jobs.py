@@ -46,6 +46,7 @@ class Draft:
     data: bytes
     entries: tuple[tuple[int, float], ...]  # (entry id, score), in rank order
     kept: bytes | None = None  # ``data`` as View in browser keeps it, when it does
+    plain_lines: bool = False  # ``delivery.payload.plain_lines(data)``, checked composing
 
 
 @dataclass(frozen=True, slots=True)

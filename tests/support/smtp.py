@@ -2,7 +2,7 @@
 
 Fault modes make it misbehave on purpose — answer 421/451/550 for chosen recipients or
 for the first N attempts, drop the connection after DATA without replying, stall until
-the client times out, refuse to greet, hide 8BITMIME — so the sender's retry and
+the client times out, refuse to greet, hide 8BITMIME, offer PIPELINING — so the sender's retry and
 exactly-once logic is exercised against real sockets, not mocks.
 """
 
@@ -73,6 +73,7 @@ class RecordingHandler:
     delay: float = 0.0  # seconds spent before accepting each message (crash tests)
     stall_seconds: float = 30.0
     offer_8bitmime: bool = True
+    offer_pipelining: bool = False  # aiosmtpd reads pipelined commands but never says so
     messages: list[Received] = field(default_factory=list)
     attempts: Counter[str] = field(default_factory=Counter)  # DATA attempts per recipient
     connections: int = 0
@@ -113,6 +114,8 @@ class RecordingHandler:
             return [reply or "421 4.3.0 closing"]
         if not self.offer_8bitmime:
             responses = [r for r in responses if "8BITMIME" not in r]
+        if self.offer_pipelining:
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
         return responses
 
     async def handle_MAIL(
@@ -254,6 +257,16 @@ def start_smtp_server(
     )
     controller.start()
     return SmtpTestServer(controller, handler)
+
+
+@pytest.fixture
+def pipelining_server() -> Iterator[SmtpTestServer]:
+    """Like ``smtp_server``, advertising PIPELINING (RFC 2920)."""
+    server = start_smtp_server(RecordingHandler(offer_pipelining=True))
+    try:
+        yield server
+    finally:
+        server.controller.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ together (:mod:`newsletter.pipeline.group_commit`). Each function here gives eve
 the result it would have had alone (``mark_sending_many`` the result of
 :func:`~newsletter.db.outbox.transitions.mark_sending` for each), in a fixed number of
 statements per group. ``sending -> sent`` and ``pending -> skipped`` exist only here:
-the send pipeline always writes them in groups.
+the send pipeline always writes them in groups; so does ``sending -> pending`` for a
+message that never left (:func:`unmark_sending`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def _statements(dialect: str) -> dict[str, Any]:
         d.c.status == bindparam("status"),
         d.c.claimed_by == bindparam("worker"),
     )
+    sending: dict[str, Any] = {
+        "status": SENDING,
+        "subject": bindparam("b_subject"),
+        "message_id": bindparam("b_message_id"),
+        "n_entries": bindparam("b_n"),
+        "window_start": bindparam("b_start"),
+        "window_end": bindparam("b_end"),
+        "lease_until": bindparam("b_lease"),
+        "error": None,
+    }
+    sent: dict[str, Any] = {
+        "status": SENT,
+        "smtp_reply": bindparam("b_reply"),
+        "sent_at": bindparam("b_at"),
+        "attempts": d.c.attempts + 1,
+        "lease_until": None,
+        "next_attempt_at": None,
+        "error": None,
+    }
     # One query for both kinds of a group's marks: "sending" wants them pending, "sent"
     # wants them sending (a group's two id lists never share an id).
     held_both = select(d.c.id, d.c.status).where(
@@ -94,18 +114,16 @@ def _statements(dialect: str) -> dict[str, Any]:
             de.c.entry_id.in_(bindparam("entries", expanding=True)),
         ),
         "forget": delete(de).where(de.c.digest_id.in_(bindparam("ids", expanding=True))),
-        "sending": update(d)
-        .where(d.c.id == bindparam("b_id"))
-        .values(
-            status=SENDING,
-            subject=bindparam("b_subject"),
-            message_id=bindparam("b_message_id"),
-            n_entries=bindparam("b_n"),
-            window_start=bindparam("b_start"),
-            window_end=bindparam("b_end"),
-            lease_until=bindparam("b_lease"),
-            error=None,
-        ),
+        "sending": update(d).where(d.c.id == bindparam("b_id")).values(**sending),
+        # The same, only where the row is still pending and ours: the group's check
+        # and its write in one statement (``mark_group``).
+        "sending_ours": update(d)
+        .where(
+            d.c.id == bindparam("b_id"),
+            d.c.status == PENDING,
+            d.c.claimed_by == bindparam("b_worker"),
+        )
+        .values(**sending),
         "skipped": update(d)
         .where(
             d.c.id == bindparam("b_id"),
@@ -120,17 +138,22 @@ def _statements(dialect: str) -> dict[str, Any]:
             lease_until=None,
             error=None,
         ),
-        "sent": update(d)
-        .where(d.c.id == bindparam("b_id"))
-        .values(
-            status=SENT,
-            smtp_reply=bindparam("b_reply"),
-            sent_at=bindparam("b_at"),
-            attempts=d.c.attempts + 1,
-            lease_until=None,
-            next_attempt_at=None,
-            error=None,
-        ),
+        "unmark": update(d)
+        .where(
+            d.c.id.in_(bindparam("ids", expanding=True)),
+            d.c.status == SENDING,
+            d.c.claimed_by == bindparam("worker"),
+        )
+        .values(status=PENDING, error=None)
+        .returning(d.c.id),
+        "sent": update(d).where(d.c.id == bindparam("b_id")).values(**sent),
+        "sent_ours": update(d)
+        .where(
+            d.c.id == bindparam("b_id"),
+            d.c.status == SENDING,
+            d.c.claimed_by == bindparam("b_worker"),
+        )
+        .values(**sent),
     }
 
 
@@ -220,32 +243,8 @@ def mark_sending_many(
     conn, stmts = _run(session)
     for chunk in chunks([m.digest_id for m in ok]):
         conn.execute(stmts["forget"], {"ids": list(chunk)})
-    conn.execute(
-        stmts["sending"],
-        [
-            {
-                "b_id": m.digest_id,
-                "b_subject": m.subject,
-                "b_message_id": m.message_id,
-                "b_n": len(m.entries),
-                "b_start": m.window_start,
-                "b_end": m.window_end,
-                "b_lease": m.lease_until,
-            }
-            for m in ok
-        ],
-    )
-    rows = [
-        {
-            "digest_id": m.digest_id,
-            "subscriber_id": m.subscriber_id,
-            "entry_id": eid,
-            "score": score,
-            "rank": rank,
-        }
-        for m in ok
-        for rank, (eid, score) in enumerate(m.entries, start=1)
-    ]
+    conn.execute(stmts["sending"], _sending_params(ok, worker))
+    rows = _entry_rows(ok)
     inserted = 0
     if rows:
         # One statement, many parameter sets: compiled once and cached, where a
@@ -268,11 +267,98 @@ def mark_sent_many(
     todo = [m for m in marks if m.digest_id in held]
     if todo:
         conn, stmts = _run(session)
-        conn.execute(
-            stmts["sent"],
-            [{"b_id": m.digest_id, "b_reply": m.reply[:2000], "b_at": m.at} for m in todo],
-        )
+        conn.execute(stmts["sent"], _sent_params(todo, worker))
     return {m.digest_id for m in todo}
+
+
+def _sending_params(marks: Sequence[SendingMark], worker: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "b_id": m.digest_id,
+            "b_worker": worker,
+            "b_subject": m.subject,
+            "b_message_id": m.message_id,
+            "b_n": len(m.entries),
+            "b_start": m.window_start,
+            "b_end": m.window_end,
+            "b_lease": m.lease_until,
+        }
+        for m in marks
+    ]
+
+
+def _sent_params(marks: Sequence[SentMark], worker: str) -> list[dict[str, Any]]:
+    return [
+        {"b_id": m.digest_id, "b_worker": worker, "b_reply": m.reply[:2000], "b_at": m.at}
+        for m in marks
+    ]
+
+
+def _entry_rows(marks: Sequence[SendingMark]) -> list[dict[str, Any]]:
+    return [
+        {
+            "digest_id": m.digest_id,
+            "subscriber_id": m.subscriber_id,
+            "entry_id": eid,
+            "score": score,
+            "rank": rank,
+        }
+        for m in marks
+        for rank, (eid, score) in enumerate(m.entries, start=1)
+    ]
+
+
+def mark_group(
+    session: Session, worker: str, marks: Sequence[SendingMark], sent: Sequence[SentMark]
+) -> tuple[dict[int, MarkResult], set[int]] | None:
+    """A group commit's marks in four statements when each will succeed: every
+    ``sending`` mark's row still pending and ours, none of its entries in another digest
+    of the subscriber, every ``sent`` mark's row still sending and ours. Then what
+    :func:`mark_sending_many` and :func:`mark_sent_many` would have returned (all "ok",
+    all recorded); else None, and the caller must roll back and mark them those ways.
+
+    The checks are the writes' own outcomes (compare-and-set rowcounts, the entries'
+    ``ON CONFLICT DO NOTHING``), not two queries before them.
+    """
+    conn, stmts = _run(session)
+    if not conn.dialect.supports_sane_multi_rowcount:
+        return None
+    ids, done = [m.digest_id for m in marks], [m.digest_id for m in sent]
+    pairs = {(m.subscriber_id, e) for m in marks for e, _ in m.entries}
+    if (
+        len(pairs) != sum(len(m.entries) for m in marks)  # an entry twice: one is stale
+        or len({*ids, *done}) != len(ids) + len(done)
+    ):
+        return None
+    if sent and conn.execute(stmts["sent_ours"], _sent_params(sent, worker)).rowcount != len(sent):
+        return None
+    if marks:
+        for chunk in chunks(ids):
+            conn.execute(stmts["forget"], {"ids": list(chunk)})
+        changed = conn.execute(stmts["sending_ours"], _sending_params(marks, worker)).rowcount
+        if changed != len(marks):
+            return None
+        rows = _entry_rows(marks)
+        if rows and len(conn.execute(stmts["entries"], rows).all()) != len(rows):
+            return None
+    return dict.fromkeys(ids, "ok"), set(done)
+
+
+def unmark_sending(session: Session, worker: str, ids: Sequence[int]) -> set[int]:
+    """``sending`` -> ``pending`` (still claimed by ``worker``, no attempt charged) for
+    digests marked whose message certainly did not leave: the server became unusable
+    before any of it was sent (a pipelined MAIL refused for want of authentication, a
+    reconnect that failed). Their entries are free again; the ids that were changed."""
+    if not ids:
+        return set()
+    conn, stmts = _run(session)
+    done: set[int] = set()
+    for chunk in chunks(list(ids)):
+        rows = conn.execute(stmts["unmark"], {"ids": list(chunk), "worker": worker})
+        done.update(r[0] for r in rows)
+    for chunk in chunks(sorted(done)):
+        conn.execute(stmts["forget"], {"ids": list(chunk)})
+    return done
 
 
 @dataclass(frozen=True, slots=True)
