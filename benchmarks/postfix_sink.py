@@ -3,7 +3,7 @@
 It is written in C, so it takes a small share of the two cores the send is measured
 on, where the benchmark's own Python sink (:mod:`benchmarks.smtp_sink`) takes about
 0.2 ms of CPU per message. It offers PIPELINING and 8BITMIME, as the own sink does.
-:func:`open_sink` picks it when it is installed (``--sink auto``).
+``--sink postfix`` (or ``auto``: where installed) measures against it.
 """
 
 from __future__ import annotations

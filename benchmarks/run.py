@@ -389,7 +389,7 @@ def measure_smtp(
     total: int,
     *,
     connections: int = 4,
-    sink_kind: str = "auto",
+    sink_kind: str = "builtin",
 ) -> dict[str, float]:
     """``total`` messages (cycling ``messages``) through ``SmtpSender`` to a local sink."""
     if not messages or total <= 0:
@@ -437,7 +437,7 @@ def measure_smtp(
 
 
 def measure_send_over_smtp(
-    settings: Settings, workers: int, *, limit: int, connections: int, sink_kind: str = "auto"
+    settings: Settings, workers: int, *, limit: int, connections: int, sink_kind: str = "builtin"
 ) -> dict[str, float]:
     """``send_due`` again for ``limit`` subscribers, now through ``SmtpSender`` to the sink.
 
@@ -505,7 +505,7 @@ def run_one(
     *,
     send_smtp: int,
     reference_whole: int,
-    sink_kind: str = "auto",
+    sink_kind: str = "builtin",
 ) -> dict[str, Any]:
     """Every figure for one N, in this process (``--one``)."""
     with tempfile.TemporaryDirectory(prefix="newsletter-bench-") as tmp:
@@ -655,9 +655,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--smtp-connections", type=int, default=4, help="parallel SMTP connections")
     ap.add_argument(
         "--sink",
-        choices=("auto", "builtin", "postfix"),
-        default="auto",
-        help="SMTP sink: Postfix's smtp-sink (in C; auto: where installed) or our own",
+        choices=("builtin", "postfix", "auto"),
+        default="builtin",
+        # postfix: Postfix's smtp-sink, in C (auto: where installed). A long pipelined
+        # run against it stalled (a reply timed out after about 1,000 messages), not yet
+        # understood; the figures use our own sink.
+        help="SMTP sink: our own (default), or Postfix's smtp-sink",
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
