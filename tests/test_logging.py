@@ -54,7 +54,8 @@ def world(engine: Engine, db_url: str, tmp_path: Path, smtp_server: SmtpTestServ
     subprocess.run([*base, "fetch"], env=env, check=True, capture_output=True)
     with session_scope(engine) as s:
         s.execute(update(Entry).values(first_seen_at=datetime.now(UTC) - timedelta(hours=1)))
-    add_subscribers(engine, [ADA, GRACE, ALAN], keywords=["optimization"])
+    # Due at any hour of the day the test runs (the default 07:00 is not due before then).
+    add_subscribers(engine, [ADA, GRACE, ALAN], keywords=["optimization"], send_time="00:00")
     smtp_server.add_fault(Fault("RCPT", "451 4.7.1 Try again later", frozenset({GRACE})))
     smtp_server.add_fault(Fault("RCPT", "550 5.1.1 No such user", frozenset({ALAN})))
     return cfg
